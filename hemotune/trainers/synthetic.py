@@ -1,0 +1,121 @@
+"""A trainer whose learning curves you control: for testing schedulers, resume and fault tolerance.
+
+Like timm's tiny test models, it exists so the tuning machinery (ASHA rungs,
+checkpoint/resume, node loss, MLflow logging) can be exercised in seconds without
+training a network. The curve of trial ``i`` after ``epoch`` epochs is::
+
+    score = plateau * exp(-(log10(lr) - log10(best_lr))**2 / 2) * (1 - exp(-rate * epoch))
+
+so a bad ``lr`` or a low ``plateau`` gives a curve that is low from the first
+epoch on, and ASHA should stop it at the grace period.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+from hemotune.errors import DataError
+from hemotune.trainers.base import Metrics, ParamSpec, PreparedData, Report, Trainer, TrialContext
+
+STATE_FILE = "state.json"
+
+
+class SyntheticCurvesTrainer(Trainer):
+    name = "synthetic_curves"
+    task = "synthetic"
+    description = "Analytic learning curves with controllable speed, failures and crashes (for tests)."
+    params = {
+        "lr": ParamSpec("float", "learning rate; the curve peaks at best_lr", low=0.0, low_exclusive=True),
+        "best_lr": ParamSpec("float", "the learning rate giving the highest plateau", low=0.0, low_exclusive=True),
+        "plateau": ParamSpec("float", "the value the curve approaches", low=0.0, high=1.0),
+        "rate": ParamSpec("float", "how fast the curve rises per epoch", low=0.0, low_exclusive=True),
+        "seconds_per_epoch": ParamSpec("float", "sleep per epoch, to make trials overlap", low=0.0, searchable=False),
+        "fail_at_epoch": ParamSpec("int", "raise an error at this epoch (0: never)", low=0),
+        "crash_at_epoch": ParamSpec(
+            "int", "SIGKILL this process at this epoch, once per crash_marker_dir (0: never)", low=0, searchable=False
+        ),
+        "crash_marker_dir": ParamSpec("str", "folder whose marker files make crash_at_epoch happen once", searchable=False),
+        "epochs": ParamSpec("int", "number of epochs", low=1, searchable=False),
+        "seed": ParamSpec("int", "random seed", searchable=False),
+        "data": ParamSpec("str", "prepared dataset folder", searchable=False),
+    }
+    dataset_options = {"expect_files": ParamSpec("int", "minimum number of files the folder must hold", low=0)}
+    metrics = ("val/score", "train/loss")
+    dataset_formats = ("auto", "any")
+
+    def prepare_data(
+        self, dataset: Mapping[str, Any], params: Mapping[str, Any], cache_dir: Path
+    ) -> PreparedData:
+        """The dataset is only checked to exist: curves do not depend on it."""
+        from hemotune.data.fingerprint import fingerprint_tree
+
+        path = Path(str(dataset["path"])).expanduser().resolve()
+        if not path.exists():
+            raise DataError(f"dataset path does not exist: {path}")
+        files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+        if len(files) < int(dataset.get("expect_files", 0) or 0):
+            raise DataError(f"{path}: expected at least {dataset['expect_files']} files, found {len(files)}")
+        return PreparedData(
+            path=path, fingerprint=fingerprint_tree(path), source=str(path), summary={"files": len(files)}
+        )
+
+    def validate(self, fixed: Mapping[str, Any], searched: Collection[str]) -> list[str]:
+        if fixed.get("crash_at_epoch") and not fixed.get("crash_marker_dir"):
+            return ["crash_at_epoch needs crash_marker_dir (where the once-only marker is written)"]
+        return []
+
+    @staticmethod
+    def score(params: Mapping[str, Any], epoch: int) -> float:
+        lr = float(params.get("lr", 0.01))
+        best_lr = float(params.get("best_lr", 0.01))
+        plateau = float(params.get("plateau", 0.9))
+        rate = float(params.get("rate", 0.5))
+        peak = math.exp(-((math.log10(lr) - math.log10(best_lr)) ** 2) / 2.0)
+        return plateau * peak * (1.0 - math.exp(-rate * epoch))
+
+    def fit(self, params: Mapping[str, Any], report: Report, context: TrialContext | None = None) -> Metrics:
+        context = context or TrialContext.temporary()
+        epochs = int(params.get("epochs", 5))
+        start, best = 0, -math.inf
+        if context.resume_from is not None:
+            state = json.loads((context.resume_from / STATE_FILE).read_text())
+            start, best = int(state["epoch"]), float(state["best"])
+        ckpt_dir = context.workdir / "checkpoint"
+        for epoch in range(start + 1, epochs + 1):
+            time.sleep(float(params.get("seconds_per_epoch", 0.0)))
+            self._maybe_fail(params, epoch)
+            value = self.score(params, epoch)
+            improved = value > best
+            best = max(best, value)
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            (ckpt_dir / STATE_FILE).write_text(json.dumps({"epoch": epoch, "best": best}))
+            artifacts = {}
+            if improved:
+                weights = context.workdir / "best_weights.json"
+                weights.write_text(json.dumps({"epoch": epoch, "score": value}))
+                artifacts["weights/best.json"] = weights
+            report(
+                {"epoch": epoch, "val/score": value, "train/loss": 1.0 - value},
+                checkpoint=ckpt_dir,
+                artifacts=artifacts,
+            )
+        return {"best/val/score": best}
+
+    @staticmethod
+    def _maybe_fail(params: Mapping[str, Any], epoch: int) -> None:
+        if int(params.get("fail_at_epoch", 0) or 0) == epoch:
+            raise RuntimeError(f"synthetic failure at epoch {epoch} (fail_at_epoch)")
+        crash_at = int(params.get("crash_at_epoch", 0) or 0)
+        if crash_at == epoch:
+            marker = Path(str(params["crash_marker_dir"])) / f"crashed-lr{params.get('lr')}-e{epoch}"
+            if not marker.exists():
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.write_text(str(os.getpid()))
+                os.kill(os.getpid(), signal.SIGKILL)
