@@ -185,7 +185,9 @@ class RunSettings:
 
     ``results_dir`` is a local directory or a URI (``s3://bucket/prefix``) that Ray
     Tune uses as ``storage_path``. ``tracking_uri`` ``None`` means the embedded
-    default: a SQLite store ``mlflow.db`` in ``local_dir``.
+    default: a SQLite store ``mlflow.db`` in ``local_dir``. ``experiment_name``
+    names the Tune experiment (default ``<search>-<timestamp>``),
+    ``mlflow_experiment`` the MLflow experiment (default: the search name).
     """
 
     results_dir: str = "hemotune_results"
@@ -195,5 +197,7 @@ class RunSettings:
     local_dir: Path = field(default_factory=lambda: Path("hemotune_results").resolve())
     cache_dir: Path = field(default_factory=default_cache_dir)
     experiment_name: str | None = None
+    mlflow_experiment: str | None = None
     show_progress: bool = True
+    show_trial_logs: bool = False
     num_cpus: int | None = None
