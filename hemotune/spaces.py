@@ -463,6 +463,7 @@ def validate_space(
     points_raw = raw.get("points_to_evaluate") or []
     points: list[Mapping[str, Any]] = []
     by_name = {p.name: p for p in parameters}
+    declared = set(raw["parameters"]) if isinstance(raw.get("parameters"), Mapping) else set()
     if not isinstance(points_raw, list):
         check.add("points_to_evaluate", "must be a list of mappings of parameter -> value")
         points_raw = []
@@ -471,6 +472,8 @@ def validate_space(
             check.add(f"points_to_evaluate[{i}]", "must be a mapping of parameter -> value")
             continue
         for key, value in point.items():
+            if key in declared and key not in by_name:
+                continue  # its distribution is invalid: already reported
             if key not in by_name:
                 check.add(f"points_to_evaluate[{i}].{key}", f"not a searched parameter; searched: {', '.join(by_name)}")
             elif not by_name[key].contains(value):

@@ -25,6 +25,7 @@ from hemotune.errors import DataError
 from hemotune.trainers.base import Metrics, ParamSpec, PreparedData, Report, Trainer, TrialContext
 
 STATE_FILE = "state.json"
+OPTIMIZER_FACTOR = {"SGD": 1.0, "Adam": 0.95, "AdamW": 0.97}
 
 
 class SyntheticCurvesTrainer(Trainer):
@@ -36,6 +37,9 @@ class SyntheticCurvesTrainer(Trainer):
         "best_lr": ParamSpec("float", "the learning rate giving the highest plateau", low=0.0, low_exclusive=True),
         "plateau": ParamSpec("float", "the value the curve approaches", low=0.0, high=1.0),
         "rate": ParamSpec("float", "how fast the curve rises per epoch", low=0.0, low_exclusive=True),
+        "optimizer": ParamSpec(
+            "str", "scales the plateau: SGD 1.0, Adam 0.95, AdamW 0.97", choices=("SGD", "Adam", "AdamW")
+        ),
         "seconds_per_epoch": ParamSpec("float", "sleep per epoch, to make trials overlap", low=0.0, searchable=False),
         "fail_at_epoch": ParamSpec("int", "raise an error at this epoch (0: never)", low=0),
         "crash_at_epoch": ParamSpec(
@@ -78,6 +82,7 @@ class SyntheticCurvesTrainer(Trainer):
         plateau = float(params.get("plateau", 0.9))
         rate = float(params.get("rate", 0.5))
         peak = math.exp(-((math.log10(lr) - math.log10(best_lr)) ** 2) / 2.0)
+        peak *= OPTIMIZER_FACTOR[str(params.get("optimizer", "SGD"))]
         return plateau * peak * (1.0 - math.exp(-rate * epoch))
 
     def fit(self, params: Mapping[str, Any], report: Report, context: TrialContext | None = None) -> Metrics:

@@ -1,0 +1,216 @@
+"""Search-space parsing, validation, presets, overrides and conversion to Optuna."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from hemotune.errors import SpaceValidationError, UsageError
+from hemotune.spaces import (
+    apply_sets,
+    find_space_file,
+    list_spaces,
+    load_space,
+    parse_yaml,
+    validate_file,
+    validate_space,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+SYNTHETIC = REPO / "tests" / "spaces" / "synthetic.yaml"
+
+
+def base_doc(tmp_path: Path) -> dict:
+    doc = yaml.safe_load(SYNTHETIC.read_text())
+    doc["dataset"]["path"] = str(tmp_path)
+    return doc
+
+
+def write(tmp_path: Path, doc: dict | str, name: str = "space.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc))
+    return path
+
+
+def problems_of(tmp_path: Path, doc: dict) -> list[str]:
+    with pytest.raises(SpaceValidationError) as info:
+        load_space(str(write(tmp_path, doc)))
+    return info.value.problems
+
+
+def test_shipped_spaces_all_validate_with_their_presets() -> None:
+    shipped = sorted((REPO / "search_spaces").glob("*.yaml"))
+    assert shipped, "search_spaces/ must hold the shipped spaces"
+    for path in shipped:
+        checked = validate_file(str(path))
+        assert "preset smoke" in checked, path
+
+
+def test_synthetic_space_converts_to_optuna(tmp_path: Path) -> None:
+    space = load_space(str(write(tmp_path, base_doc(tmp_path))))
+    dists = space.optuna_space()
+    assert isinstance(dists["lr"], optuna.distributions.FloatDistribution)
+    assert dists["lr"].log and dists["lr"].low == pytest.approx(1e-5)
+    assert dists["plateau"].high == 1.0
+    assert space.objective.metric == "val/score" and space.objective.mode == "max"
+    assert space.points_to_evaluate == ({"lr": 0.01, "plateau": 1.0},)
+    params = space.trial_params({"lr": 0.1, "plateau": 0.5})
+    assert params["epochs"] == space.budget.epochs and params["seed"] == 7 and params["lr"] == 0.1
+
+
+def test_int_categorical_and_step_distributions(tmp_path: Path) -> None:
+    doc = base_doc(tmp_path)
+    doc["parameters"]["fail_at_epoch"] = {"type": "int", "low": 0, "high": 4, "step": 2}
+    doc["parameters"]["optimizer"] = {"type": "categorical", "choices": ["SGD", "AdamW"]}
+    space = load_space(str(write(tmp_path, doc)))
+    dists = space.optuna_space()
+    assert dists["fail_at_epoch"] == optuna.distributions.IntDistribution(0, 4, step=2)
+    assert dists["optimizer"] == optuna.distributions.CategoricalDistribution(["SGD", "AdamW"])
+    by_name = {p.name: p for p in space.parameters}
+    assert by_name["fail_at_epoch"].contains(2) and not by_name["fail_at_epoch"].contains(3)
+    assert by_name["optimizer"].contains("SGD") and not by_name["optimizer"].contains("auto")
+
+
+def test_yaml_scientific_notation_reads_as_float() -> None:
+    assert parse_yaml("a: 1e-3\nb: 5E+2\nc: 1.0e-4\nd: '1e-3'", "x") == {"a": 1e-3, "b": 500.0, "c": 1e-4, "d": "1e-3"}
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key", "words"),
+    [
+        (lambda d: d["parameters"].update(momentum={"type": "float", "low": 0.1, "high": 0.9}), "parameters.momentum", "unknown parameter"),
+        (lambda d: d["parameters"]["plateau"].update(low=0.9, high=0.3), "parameters.plateau.low", "greater than high"),
+        (lambda d: d["parameters"]["lr"].update(low=0.0), "parameters.lr.low", "log-scaled range needs low > 0"),
+        (lambda d: d["parameters"].update(optimizer={"type": "categorical", "choices": ["SGD", "auto"]}), "parameters.optimizer.choices[1]", "allowed: SGD, Adam, AdamW"),
+        (lambda d: d["fixed"].update(optimizer="auto"), "fixed.optimizer", "not allowed"),
+        (lambda d: d["dataset"].update(path="/no/such/dataset"), "dataset.path", "does not exist"),
+        (lambda d: d["dataset"].pop("path"), "dataset.path", "is required"),
+        (lambda d: d.update(trainer="nope"), "trainer", "available:"),
+        (lambda d: d["objective"].update(metric="val/nothing"), "objective.metric", "allowed: val/score"),
+        (lambda d: d["objective"].update(mode="up"), "objective.mode", "max or min"),
+        (lambda d: d["budget"].update(grace_period=99), "budget.grace_period", "must not exceed"),
+        (lambda d: d["budget"].update(reduction_factor=1), "budget.reduction_factor", "> 1"),
+        (lambda d: d["resources"].update(gpu=1.5), "resources.gpu", "fraction"),
+        (lambda d: d.update(epochs=3), "epochs", "unknown key"),
+        (lambda d: d["fixed"].update(epochs=3), "fixed.epochs", "budget.epochs"),
+        (lambda d: d["fixed"].update(lr=0.1), "parameters.lr", "either fixed or searched"),
+        (lambda d: d["points_to_evaluate"].append({"lr": 5.0}), "points_to_evaluate[1].lr", "outside"),
+        (lambda d: d["points_to_evaluate"].append({"rate": 5.0}), "points_to_evaluate[1].rate", "not a searched"),
+    ],
+)
+def test_malformed_spaces_name_the_key_and_what_is_allowed(tmp_path: Path, mutate, key: str, words: str) -> None:
+    doc = base_doc(tmp_path)
+    mutate(doc)
+    problems = problems_of(tmp_path, doc)
+    matching = [p for p in problems if p.startswith(f"{key}:")]
+    assert matching, problems
+    assert any(words in p for p in matching), matching
+
+
+def test_every_problem_is_reported_at_once_with_the_file_name(tmp_path: Path) -> None:
+    doc = base_doc(tmp_path)
+    doc["parameters"]["plateau"].update(low=0.9, high=0.3)
+    doc["parameters"]["bogus"] = {"type": "float", "low": 1, "high": 2}
+    path = write(tmp_path, doc)
+    with pytest.raises(SpaceValidationError) as info:
+        load_space(str(path))
+    assert len(info.value.problems) == 2
+    assert str(path) in str(info.value)
+
+
+def test_invalid_yaml_reports_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: x\nparameters: {lr: [1, 2\n")
+    with pytest.raises(SpaceValidationError) as info:
+        load_space(str(path))
+    assert "invalid YAML at line" in str(info.value) and str(path) in str(info.value)
+
+
+def test_smoke_preset_and_sets_override_budget_without_editing_the_file(tmp_path: Path) -> None:
+    doc = base_doc(tmp_path)
+    doc["presets"] = {"smoke": {"budget": {"epochs": 2}, "fixed": {"rate": 2.0}}}
+    path = write(tmp_path, doc)
+    space = load_space(str(path), preset="smoke", sets=["budget.num_samples=3", "fixed.best_lr=1e-3"])
+    assert space.budget.epochs == 2 and space.budget.num_samples == 3 and space.budget.grace_period == 1
+    assert space.fixed["rate"] == 2.0 and space.fixed["best_lr"] == 1e-3
+    assert space.preset == "smoke"
+    assert load_space(str(path)).budget.epochs == 6
+    with pytest.raises(SpaceValidationError, match="no such preset"):
+        load_space(str(path), preset="huge")
+    with pytest.raises(SpaceValidationError, match="expected key.path=value"):
+        apply_sets({}, ["novalue"], "x")
+
+
+def test_cli_flags_override_data_and_budget(tmp_path: Path) -> None:
+    space = load_space(str(SYNTHETIC), data=str(tmp_path), num_samples=2, max_concurrent=1)
+    assert space.dataset.path == str(tmp_path) and space.budget.num_samples == 2 and space.budget.max_concurrent == 1
+
+
+def test_find_space_by_name_and_unknown_names_list_the_known_ones() -> None:
+    assert "synthetic_test" not in list_spaces()  # tests/spaces is not on the search path
+    with pytest.raises(UsageError, match="known:"):
+        find_space_file("no_such_space")
+
+
+def test_validate_space_rejects_non_mapping() -> None:
+    with pytest.raises(SpaceValidationError, match="mapping"):
+        validate_space(["a"], "x.yaml")
+
+
+CLI_PROBE = textwrap.dedent(
+    """
+    import sys
+    from hemotune.cli import main
+    code = main(sys.argv[1:])
+    heavy = [m for m in ("ray", "torch", "ultralytics", "mlflow") if m in sys.modules]
+    print("HEAVY=" + ",".join(heavy))
+    sys.exit(code)
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key"),
+    [
+        (lambda d: d["parameters"].update(momentum={"type": "float", "low": 0.1, "high": 0.9}), "parameters.momentum"),
+        (lambda d: d["parameters"]["plateau"].update(low=0.9, high=0.3), "parameters.plateau.low"),
+        (lambda d: d["parameters"]["lr"].update(low=-1.0), "parameters.lr.low"),
+        (lambda d: d["parameters"].update(optimizer={"type": "categorical", "choices": ["auto"]}), "parameters.optimizer"),
+        (lambda d: d["dataset"].update(path="/no/such/dataset"), "dataset.path"),
+        (None, "invalid YAML"),
+    ],
+)
+def test_cli_search_with_malformed_space_exits_2_fast_without_starting_ray(tmp_path: Path, mutate, key: str) -> None:
+    if mutate is None:
+        path = write(tmp_path, "name: broken\ntrainer: synthetic_curves\nparameters: [\n")
+    else:
+        doc = base_doc(tmp_path)
+        mutate(doc)
+        path = write(tmp_path, doc)
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", CLI_PROBE, "search", str(path), "--results-dir", str(tmp_path / "results")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2, proc.stderr
+    assert elapsed < 5.0
+    assert str(path) in proc.stderr and key in proc.stderr
+    assert "HEAVY=\n" in proc.stdout or proc.stdout.strip().endswith("HEAVY="), proc.stdout
+    assert not (tmp_path / "results").exists()
+
+
+def test_cli_help_and_validate_import_nothing_heavy() -> None:
+    proc = subprocess.run([sys.executable, "-c", CLI_PROBE, "spaces", "validate", str(SYNTHETIC)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "valid" in proc.stdout and proc.stdout.strip().endswith("HEAVY=")
+    proc = subprocess.run([sys.executable, "-c", "import sys, hemotune; print(sorted(m for m in ('ray','torch','ultralytics','mlflow') if m in sys.modules))"], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "[]"
