@@ -1,0 +1,145 @@
+"""Real Ray Tune + Optuna + MLflow searches over the synthetic trainer (curves we control)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from helpers import epoch_steps, search_tree, synthetic_space_file
+
+from hemotune.config import RunSettings
+from hemotune.spaces import load_space
+from hemotune.tuning import SearchOutcome, run_search
+
+GOOD = {"lr": 0.01, "plateau": 1.0, "fail_at_epoch": 0}
+BAD = {"lr": 1.0e-5, "plateau": 0.2, "fail_at_epoch": 0}
+FAILING = {"lr": 0.01, "plateau": 0.9, "fail_at_epoch": 2}
+
+
+@pytest.fixture(scope="module")
+def asha_search(tmp_path_factory: pytest.TempPathFactory) -> tuple[SearchOutcome, Any, Path]:
+    """One sequential search: a good curve, two bad ones, one that fails at epoch 2."""
+    tmp = tmp_path_factory.mktemp("asha")
+    path = synthetic_space_file(
+        tmp,
+        name="asha_test",
+        fixed={"seconds_per_epoch": 0.0},
+        parameters={
+            "lr": {"type": "float", "low": 1.0e-5, "high": 1.0, "log": True},
+            "plateau": {"type": "float", "low": 0.2, "high": 1.0},
+            "fail_at_epoch": {"type": "categorical", "choices": [0, 2]},
+        },
+        budget={"num_samples": 4, "max_concurrent": 1, "epochs": 6, "grace_period": 1, "reduction_factor": 2, "max_failures": 0},
+        points_to_evaluate=[GOOD, BAD, BAD | {"lr": 2.0e-5}, FAILING],
+    )
+    space = load_space(str(path))
+    settings = RunSettings(results_dir=str(tmp / "results"), local_dir=tmp / "results", num_cpus=2, show_progress=False)
+    outcome = run_search(space, settings)
+    return outcome, space, tmp
+
+
+def test_asha_stops_bad_trials_at_the_grace_period(asha_search: tuple[SearchOutcome, Any, Path]) -> None:
+    outcome, space, _ = asha_search
+    by_params = {(round(t.params["lr"], 7), t.params["fail_at_epoch"]): t for t in outcome.ranking}
+    good = by_params[(0.01, 0)]
+    assert good.epochs == space.budget.epochs and good.outcome == "completed"
+    for lr in (1.0e-5, 2.0e-5):
+        bad = by_params[(lr, 0)]
+        assert bad.epochs == space.budget.grace_period, bad
+        assert bad.outcome == "stopped early"
+    assert outcome.best is not None and outcome.best.trial_id == good.trial_id
+    assert not outcome.interrupted
+
+
+def test_failing_trial_is_recorded_as_failed_and_the_search_goes_on(asha_search: tuple[SearchOutcome, Any, Path]) -> None:
+    outcome, _, _ = asha_search
+    failed = [t for t in outcome.ranking if t.outcome == "failed"]
+    assert len(failed) == 1 and failed[0].params["fail_at_epoch"] == 2
+    assert "synthetic failure at epoch 2" in (failed[0].error or "")
+    assert failed[0].epochs == 1  # epoch 1 was reported before the failure
+    assert len(outcome.ranking) == 4
+
+
+def test_mlflow_holds_the_nested_tree_with_per_epoch_histories(asha_search: tuple[SearchOutcome, Any, Path]) -> None:
+    outcome, space, _ = asha_search
+    parent, children = search_tree(outcome.tracking_uri, space.name)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["hemotune.search"] == space.name
+    assert parent.data.tags["hemotune.space_hash"] == space.source_hash
+    assert len(parent.data.tags["hemotune.dataset_hash"]) == 64
+    assert parent.data.tags["hemotune.version"]
+    assert parent.data.tags["hemotune.best_trial_id"] == outcome.best.trial_id
+    assert math.isfinite(parent.data.metrics["best/val/score"])
+    assert len(children) == 4
+    statuses = sorted(r.info.status for r in children)
+    assert statuses == ["FAILED", "FINISHED", "FINISHED", "FINISHED"]
+    by_trial = {t.trial_id: t for t in outcome.ranking}
+    for run in children:
+        trial = by_trial[run.data.tags["hemotune.trial_id"]]
+        assert float(run.data.params["lr"]) == pytest.approx(trial.params["lr"])
+        assert run.data.params["epochs"] == "6" and run.data.params["rate"] == "0.6"
+        steps = epoch_steps(outcome.tracking_uri, run.info.run_id, "val/score")
+        assert steps == list(range(1, trial.epochs + 1))
+        history = [m.value for m in _history(outcome.tracking_uri, run.info.run_id, "val/score")]
+        assert all(math.isfinite(v) for v in history)
+        assert math.isfinite(run.data.metrics["best/val/score"])
+    best_run = next(r for r in children if r.data.tags["hemotune.trial_id"] == outcome.best.trial_id)
+    artifacts = [a.path for a in _client(outcome.tracking_uri).list_artifacts(best_run.info.run_id, "weights")]
+    assert artifacts == ["weights/best.json"]
+
+
+def test_best_configuration_is_exported(asha_search: tuple[SearchOutcome, Any, Path]) -> None:
+    outcome, _, _ = asha_search
+    assert outcome.best_dir is not None
+    doc = yaml.safe_load((outcome.best_dir / "best_config.yaml").read_text())
+    assert doc["trial_id"] == outcome.best.trial_id
+    assert doc["sampled"]["lr"] == pytest.approx(0.01)
+    assert doc["resolved"]["epochs"] == 6
+    assert doc["weights"] and all(Path(w).exists() for w in doc["weights"])
+    ranking = (outcome.best_dir.parent / "ranking.md").read_text()
+    assert outcome.best.trial_id in ranking and "failed" in ranking
+
+
+def test_a_crashed_trial_process_restarts_from_its_checkpoint(tmp_path: Path) -> None:
+    """SIGKILL of a trial's process mid-trial: Tune restores it from its last epoch checkpoint."""
+    markers = tmp_path / "markers"
+    path = synthetic_space_file(
+        tmp_path,
+        name="crash_test",
+        fixed={"seconds_per_epoch": 0.2, "crash_at_epoch": 3, "crash_marker_dir": str(markers)},
+        budget={"num_samples": 2, "max_concurrent": 2, "epochs": 5, "grace_period": 5, "reduction_factor": 2, "max_failures": 2},
+        points_to_evaluate=[{"lr": 0.01, "plateau": 1.0}, {"lr": 0.02, "plateau": 0.9}],
+    )
+    space = load_space(str(path))
+    settings = RunSettings(results_dir=str(tmp_path / "results"), local_dir=tmp_path / "results", num_cpus=2, show_progress=False)
+    outcome = run_search(space, settings)
+    assert len(list(markers.iterdir())) == 2  # both trials really were killed once
+    assert [t.outcome for t in outcome.ranking] == ["completed", "completed"]
+    _, children = search_tree(outcome.tracking_uri, space.name)
+    assert len(children) == 2
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags.get("hemotune.restarted") == "true"
+        steps = epoch_steps(outcome.tracking_uri, run.info.run_id)
+        assert steps == [1, 2, 3, 4, 5]  # continuous: epochs 1-2 before the crash, 3-5 after
+
+
+def _client(uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _history(uri: str, run_id: str, key: str) -> list[Any]:
+    return list(_client(uri).get_metric_history(run_id, key))
+
+
+def test_no_ray_left_running() -> None:
+    import ray
+
+    assert not ray.is_initialized()
+    assert os.environ.get("http_proxy") == "http://127.0.0.1:9"
