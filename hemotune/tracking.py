@@ -181,7 +181,13 @@ class SearchTracking:
         params: Mapping[str, Any],
     ) -> SearchTracking:
         client = client_for(tracking_uri)
-        experiment_id = ensure_experiment(client, experiment_name, artifact_location)
+        # A new SQLite store is created on first use; another process creating it at the
+        # same moment makes that fail once ("table ... already exists"): try again.
+        experiment_id = retry(
+            lambda: ensure_experiment(client, experiment_name, artifact_location),
+            attempts=3,
+            what="opening the MLflow experiment",
+        )
         all_tags = {TAG_ROLE: "search", "hemotune.version": __version__, **tags}
         run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
         tracking = cls(tracking_uri, experiment_id, run.info.run_id)

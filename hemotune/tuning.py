@@ -289,6 +289,9 @@ def _run_config(space: SearchSpace, storage_path: str, experiment: str, callback
         storage_path=storage_path,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         failure_config=tune.FailureConfig(max_failures=space.budget.max_failures),
+        # Sync experiment state and results to storage as often as Tune snapshots them
+        # (default 300 s): a driver killed with SIGKILL then loses seconds, not minutes.
+        sync_config=tune.SyncConfig(sync_period=int(os.environ.get("TUNE_GLOBAL_CHECKPOINT_S", DEFAULT_STATE_PERIOD_S))),
         callbacks=callbacks,
         verbose=0,
     )

@@ -101,7 +101,8 @@ class Driver:
         return self.proc.wait(timeout=max(1.0, deadline - time.time()))
 
     def output(self) -> str:
-        self._fh.flush()
+        if not self._fh.closed:
+            self._fh.flush()
         return self.log.read_text()
 
     def cleanup(self) -> None:
