@@ -36,11 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     search = sub.add_parser("search", help="run a search (locally or on a Ray cluster)")
-    search.add_argument("space", metavar="NAME_OR_FILE", help="a search-space name (see `hemotune spaces list`) or YAML file")
-    search.add_argument("--preset", help="apply a preset of the space, e.g. smoke (tiny budget for a quick check)")
+    search.add_argument(
+        "space", metavar="NAME_OR_FILE", help="a search-space name (see `hemotune spaces list`) or YAML file"
+    )
+    search.add_argument(
+        "--preset", help="apply a preset of the space, e.g. smoke (tiny budget for a quick check)"
+    )
     search.add_argument("--data", help="dataset folder or s3://bucket/prefix (overrides dataset.path)")
     search.add_argument(
-        "--results-dir", default="hemotune_results",
+        "--results-dir",
+        default="hemotune_results",
         help="where Ray Tune keeps experiments: a folder or s3://bucket/prefix (default: ./hemotune_results)",
     )
     search.add_argument(
@@ -53,17 +58,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="MLflow tracking URI, e.g. http://127.0.0.1:5000 (default: embedded SQLite store in the local folder)",
     )
     search.add_argument("--mlflow-experiment", help="MLflow experiment name (default: the search name)")
-    search.add_argument("--address", help="Ray cluster address to join, e.g. 10.0.0.5:6379 or auto (default: start a local Ray)")
+    search.add_argument(
+        "--address",
+        help="Ray cluster address to join, e.g. 10.0.0.5:6379 or auto (default: start a local Ray)",
+    )
     search.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (default: all)")
     search.add_argument("--num-samples", type=int, help="number of trials (overrides budget.num_samples)")
-    search.add_argument("--max-concurrent", type=int, help="trials at a time (overrides budget.max_concurrent)")
-    search.add_argument("--resume", action="store_true", help="continue the most recent interrupted run of this search")
     search.add_argument(
-        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+        "--max-concurrent", type=int, help="trials at a time (overrides budget.max_concurrent)"
+    )
+    search.add_argument(
+        "--resume", action="store_true", help="continue the most recent interrupted run of this search"
+    )
+    search.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override any key of the space, e.g. --set fixed.imgsz=320 --set budget.epochs=30 (repeatable)",
     )
     search.add_argument("--no-progress", action="store_true", help="no live progress display")
-    search.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and trial logs")
+    search.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show tracebacks and trial logs",
+    )
 
     spaces = sub.add_parser("spaces", help="list, show and validate search spaces")
     spaces_sub = spaces.add_subparsers(dest="spaces_command", metavar="ACTION")
@@ -159,7 +181,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     console.print(ranking_table(outcome.ranking, space))
     if outcome.best is not None:
         best = outcome.best
-        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
+        params = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items()
+        )
         console.print(
             f"[bold green]best[/]: trial {best.trial_id}, {space.objective.metric} = {best.best_value:.4f} "
             f"at epoch {best.best_epoch}: {params}"
@@ -169,7 +193,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         console.print("[yellow]no trial reported a finite objective[/]")
     if outcome.num_failed:
-        console.print(f"[red]{outcome.num_failed} trial(s) failed[/] (see the table and MLflow tag hemotune.error)")
+        console.print(
+            f"[red]{outcome.num_failed} trial(s) failed[/] (see the table and MLflow tag hemotune.error)"
+        )
     ui_uri = outcome.tracking_uri
     console.print(
         f"mlflow: parent run {outcome.parent_run_id}; view with: mlflow ui --backend-store-uri {ui_uri}"
@@ -192,7 +218,9 @@ def cmd_spaces(args: argparse.Namespace) -> int:
     if args.spaces_command == "list":
         found = spaces.list_spaces()
         if not found:
-            console.print("no search spaces found (looked in: " + ", ".join(map(str, spaces.space_dirs())) + ")")
+            console.print(
+                "no search spaces found (looked in: " + ", ".join(map(str, spaces.space_dirs())) + ")"
+            )
         for name, path in found.items():
             raw, _ = spaces.read_space_file(path)
             description = (raw.get("description") or "").strip().splitlines() if isinstance(raw, dict) else []
@@ -262,7 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return COMMANDS[args.command](args)
     except UsageError as exc:

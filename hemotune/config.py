@@ -38,9 +38,7 @@ class Distribution:
             return d.CategoricalDistribution(list(self.choices))
         assert self.low is not None and self.high is not None
         if self.type == "int":
-            return d.IntDistribution(
-                int(self.low), int(self.high), log=self.log, step=int(self.step or 1)
-            )
+            return d.IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
         return d.FloatDistribution(float(self.low), float(self.high), log=self.log, step=self.step)
 
     def contains(self, value: Any) -> bool:

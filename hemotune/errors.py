@@ -35,8 +35,7 @@ class MissingDependencyError(UsageError):
 
     def __init__(self, package: str, extra: str) -> None:
         super().__init__(
-            f"this needs the '{package}' package, which is not installed: "
-            f"pip install 'hemotune[{extra}]'"
+            f"this needs the '{package}' package, which is not installed: pip install 'hemotune[{extra}]'"
         )
 
 

@@ -92,7 +92,9 @@ class ProgressCallback(Callback):
         params = ", ".join(f"{k}={_fmt(trial.config.get(k))}" for k in self.param_names)
         self._print(f"[cyan]started[/] {trial.trial_id}: {params}")
 
-    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict, **info: Any) -> None:
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict, **info: Any
+    ) -> None:
         value = result.get(self.metric)
         if isinstance(value, (int, float)) and math.isfinite(value):
             better = self._best is None or (value > self._best if self.mode == "max" else value < self._best)
@@ -106,7 +108,9 @@ class ProgressCallback(Callback):
         last = trial.last_result or {}
         value = last.get(self.metric)
         shown = f"{value:.4f}" if isinstance(value, (int, float)) else "-"
-        self._print(f"[green]ended[/] {trial.trial_id} after epoch {last.get('epoch', '?')}: {self.metric} {shown}")
+        self._print(
+            f"[green]ended[/] {trial.trial_id} after epoch {last.get('epoch', '?')}: {self.metric} {shown}"
+        )
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._print(f"[red]failed[/] {trial.trial_id} (recorded as failed; the search goes on)")

@@ -45,20 +45,22 @@ def _outcome(record: TrialRecord) -> str:
     return "interrupted"
 
 
-def rank_trials(records: Sequence[TrialRecord], space: SearchSpace, run_ids: Mapping[str, str]) -> list[RankedTrial]:
+def rank_trials(
+    records: Sequence[TrialRecord], space: SearchSpace, run_ids: Mapping[str, str]
+) -> list[RankedTrial]:
     """Trials sorted by their best objective value over epochs; trials without one go last."""
     metric, mode = space.objective.metric, space.objective.mode
     rows = []
     for record in records:
         scored = [r for r in record.history if _finite(r.get(metric))]
-        epochs = [int(r["epoch"]) for r in record.history if _finite(r.get("epoch"))]
+        last_epoch = max((int(r["epoch"]) for r in record.history if _finite(r.get("epoch"))), default=0)
         best_row = (max if mode == "max" else min)(scored, key=lambda r: r[metric]) if scored else None
         rows.append(
             (
                 record,
                 best_row,
                 scored[-1][metric] if scored else None,
-                max(epochs, default=0),
+                last_epoch,
             )
         )
     sign = -1.0 if mode == "max" else 1.0
@@ -73,7 +75,9 @@ def rank_trials(records: Sequence[TrialRecord], space: SearchSpace, run_ids: Map
                 outcome=_outcome(record),
                 epochs=epochs,
                 best_value=float(best_row[metric]) if best_row is not None else None,
-                best_epoch=int(best_row["epoch"]) if best_row is not None and _finite(best_row.get("epoch")) else None,
+                best_epoch=int(best_row["epoch"])
+                if best_row is not None and _finite(best_row.get("epoch"))
+                else None,
                 last_value=float(last) if last is not None else None,
                 params=dict(record.config),
                 best_metrics=_metric_view(best_row) if best_row is not None else {},
@@ -88,11 +92,7 @@ _BOOKKEEPING = ("time_", "timestamp", "training_iteration", "iterations_since_re
 
 
 def _metric_view(row: Mapping[str, Any]) -> dict[str, float]:
-    return {
-        k: v
-        for k, v in finite_metrics(row).items()
-        if not k.startswith(_BOOKKEEPING) and "/" in k
-    }
+    return {k: v for k, v in finite_metrics(row).items() if not k.startswith(_BOOKKEEPING) and "/" in k}
 
 
 def _fmt(value: Any) -> str:
@@ -127,9 +127,11 @@ def ranking_table(ranking: Sequence[RankedTrial], space: SearchSpace) -> Table:
     table = Table(title=f"{space.name}: trials ranked by {space.objective.metric} ({space.objective.mode})")
     for column in header:
         table.add_column(column, justify="right" if column in ("rank", "epochs", "at epoch") else "left")
-    for row, trial in zip(rows, ranking):
-        style = "bold green" if trial.rank == 1 and trial.best_value is not None else (
-            "red" if trial.outcome == "failed" else None
+    for row, trial in zip(rows, ranking, strict=True):
+        style = (
+            "bold green"
+            if trial.rank == 1 and trial.best_value is not None
+            else ("red" if trial.outcome == "failed" else None)
         )
         table.add_row(*row, style=style)
     return table

@@ -102,7 +102,7 @@ _Loader.add_implicit_resolver(
 def parse_yaml(text: str, source: str) -> Any:
     """Parse YAML text, turning syntax errors into a ``SpaceValidationError`` with line and column."""
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -178,7 +178,10 @@ def apply_preset(raw: Mapping[str, Any], preset: str, source: str) -> dict[str, 
     if bad:
         raise SpaceValidationError(
             source,
-            [f"presets.{preset}.{k}: a preset may not set this; allowed: {', '.join(PRESET_KEYS)}" for k in bad],
+            [
+                f"presets.{preset}.{k}: a preset may not set this; allowed: {', '.join(PRESET_KEYS)}"
+                for k in bad
+            ],
         )
     merged = deep_merge(raw, BUILTIN_PRESETS.get(preset, {}))
     return deep_merge(merged, overlay)
@@ -195,7 +198,9 @@ def apply_sets(raw: Mapping[str, Any], sets: Sequence[str], source: str) -> dict
             continue
         parts = key.strip().split(".")
         if parts[0] not in TOP_LEVEL_KEYS:
-            problems.append(f"--set {key}: unknown top-level key {parts[0]!r}; allowed: {', '.join(TOP_LEVEL_KEYS)}")
+            problems.append(
+                f"--set {key}: unknown top-level key {parts[0]!r}; allowed: {', '.join(TOP_LEVEL_KEYS)}"
+            )
             continue
         node: dict[str, Any] = out
         for part in parts[:-1]:
@@ -236,8 +241,15 @@ class _Checker:
         return value
 
     def number(
-        self, section: Mapping[str, Any], key: str, path: str, default: Any, *, integer: bool = False,
-        minimum: float | None = None, exclusive: bool = False,
+        self,
+        section: Mapping[str, Any],
+        key: str,
+        path: str,
+        default: Any,
+        *,
+        integer: bool = False,
+        minimum: float | None = None,
+        exclusive: bool = False,
     ) -> Any:
         value = section.get(key, default)
         if value is None:
@@ -258,12 +270,13 @@ class _Checker:
             raise SpaceValidationError(self.source, self.problems)
 
 
-def _check_distribution(
-    check: _Checker, name: str, spec: Any, trainer_param: Any
-) -> Distribution | None:
+def _check_distribution(check: _Checker, name: str, spec: Any, trainer_param: Any) -> Distribution | None:
     key = f"parameters.{name}"
     if not isinstance(spec, Mapping):
-        check.add(key, "must be a mapping like {type: float, low: 0.1, high: 1.0} or {type: categorical, choices: [...]}")
+        check.add(
+            key,
+            "must be a mapping like {type: float, low: 0.1, high: 1.0} or {type: categorical, choices: [...]}",
+        )
         return None
     kind = spec.get("type")
     allowed_keys = {
@@ -275,7 +288,10 @@ def _check_distribution(
         check.add(f"{key}.type", f"must be one of float, int, categorical; got {kind!r}")
         return None
     for extra in sorted(set(spec) - allowed_keys[kind]):
-        check.add(f"{key}.{extra}", f"not a key of a {kind} parameter; allowed: {', '.join(sorted(allowed_keys[kind]))}")
+        check.add(
+            f"{key}.{extra}",
+            f"not a key of a {kind} parameter; allowed: {', '.join(sorted(allowed_keys[kind]))}",
+        )
     if kind == "categorical":
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices:
@@ -288,7 +304,9 @@ def _check_distribution(
                 check.add(f"{key}.choices[{i}]", problem)
         return Distribution(name=name, type="categorical", choices=tuple(choices))
     if trainer_param.kind not in ("float", "int"):
-        check.add(f"{key}.type", f"{name} takes {trainer_param.kind} values: use type: categorical with choices")
+        check.add(
+            f"{key}.type", f"{name} takes {trainer_param.kind} values: use type: categorical with choices"
+        )
         return None
     if kind == "float" and trainer_param.kind == "int":
         check.add(f"{key}.type", f"{name} is an integer parameter: use type: int")
@@ -301,7 +319,10 @@ def _check_distribution(
             check.add(f"{key}.{bound_key}", "is required")
             ok = False
         elif not _is_number(bound) or (kind == "int" and not isinstance(bound, int)):
-            check.add(f"{key}.{bound_key}", f"must be {'an integer' if kind == 'int' else 'a number'}, got {bound!r}")
+            check.add(
+                f"{key}.{bound_key}",
+                f"must be {'an integer' if kind == 'int' else 'a number'}, got {bound!r}",
+            )
             ok = False
     if not isinstance(log, bool):
         check.add(f"{key}.log", f"must be true or false, got {log!r}")
@@ -309,7 +330,7 @@ def _check_distribution(
     if step is not None and (not _is_number(step) or step <= 0):
         check.add(f"{key}.step", f"must be a positive number, got {step!r}")
         ok = False
-    if not ok:
+    if not ok or low is None or high is None:
         return None
     if low > high:
         check.add(f"{key}.low", f"low ({low}) is greater than high ({high})")
@@ -330,8 +351,13 @@ def _check_distribution(
 
 
 def validate_space(
-    raw: Any, source: str, *, source_hash: str = "", check_data: bool = True,
-    preset: str | None = None, overrides: Sequence[str] = (),
+    raw: Any,
+    source: str,
+    *,
+    source_hash: str = "",
+    check_data: bool = True,
+    preset: str | None = None,
+    overrides: Sequence[str] = (),
 ) -> SearchSpace:
     """Validate a parsed search-space document and build a ``SearchSpace``."""
     from hemotune.trainers import available_trainers, get_trainer
@@ -351,7 +377,9 @@ def validate_space(
 
     trainer_name = raw.get("trainer")
     if trainer_name not in available_trainers():
-        check.add("trainer", f"unknown trainer {trainer_name!r}; available: {', '.join(available_trainers())}")
+        check.add(
+            "trainer", f"unknown trainer {trainer_name!r}; available: {', '.join(available_trainers())}"
+        )
         check.raise_if_any()
     trainer = get_trainer(cast(str, trainer_name))
     searchable = sorted(k for k, p in trainer.params.items() if p.searchable)
@@ -363,7 +391,11 @@ def validate_space(
         check.add(
             "objective.metric",
             f"{metric!r} is not a metric trainer {trainer.name!r} reports; allowed: {', '.join(trainer.metrics)}"
-            + (f", or a per-class metric starting with {', '.join(trainer.metric_prefixes)}" if trainer.metric_prefixes else ""),
+            + (
+                f", or a per-class metric starting with {', '.join(trainer.metric_prefixes)}"
+                if trainer.metric_prefixes
+                else ""
+            ),
         )
     if mode not in ("max", "min"):
         check.add("objective.mode", f"must be max or min, got {mode!r}")
@@ -379,7 +411,9 @@ def validate_space(
         check.add("dataset.path", f"{data_path} does not exist (pass --data PATH to point at the dataset)")
     data_format = dataset_raw.get("format", "auto")
     if data_format not in trainer.dataset_formats:
-        check.add("dataset.format", f"{data_format!r} is not allowed; allowed: {', '.join(trainer.dataset_formats)}")
+        check.add(
+            "dataset.format", f"{data_format!r} is not allowed; allowed: {', '.join(trainer.dataset_formats)}"
+        )
     options: dict[str, Any] = {}
     for key, value in dataset_raw.items():
         if key in ("path", "format"):
@@ -387,7 +421,9 @@ def validate_space(
         spec = trainer.dataset_options.get(key)
         if spec is None:
             allowed = ", ".join(["path", "format", *sorted(trainer.dataset_options)])
-            check.add(f"dataset.{key}", f"unknown dataset option for trainer {trainer.name!r}; allowed: {allowed}")
+            check.add(
+                f"dataset.{key}", f"unknown dataset option for trainer {trainer.name!r}; allowed: {allowed}"
+            )
             continue
         for problem in spec.problems(value) if value is not None else []:
             check.add(f"dataset.{key}", problem)
@@ -401,7 +437,10 @@ def validate_space(
         if key in RESERVED_PARAMS:
             check.add(f"fixed.{key}", RESERVED_PARAMS[key])
         elif key not in trainer.params:
-            check.add(f"fixed.{key}", f"unknown parameter for trainer {trainer.name!r}; allowed: {', '.join(sorted(trainer.params))}")
+            check.add(
+                f"fixed.{key}",
+                f"unknown parameter for trainer {trainer.name!r}; allowed: {', '.join(sorted(trainer.params))}",
+            )
         else:
             for problem in trainer.params[key].problems(value):
                 check.add(f"fixed.{key}", problem)
@@ -452,7 +491,9 @@ def validate_space(
     gpu = check.number(resources_raw, "gpu", "resources", 0, minimum=0)
     if _is_number(gpu) and gpu > 1 and gpu != int(gpu):
         check.add("resources.gpu", f"a fraction of a GPU must be <= 1; above 1 use whole GPUs, got {gpu}")
-    resources = Resources(cpu=check.number(resources_raw, "cpu", "resources", 1, minimum=0, exclusive=True), gpu=gpu)
+    resources = Resources(
+        cpu=check.number(resources_raw, "cpu", "resources", 1, minimum=0, exclusive=True), gpu=gpu
+    )
 
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
@@ -475,9 +516,15 @@ def validate_space(
             if key in declared and key not in by_name:
                 continue  # its distribution is invalid: already reported
             if key not in by_name:
-                check.add(f"points_to_evaluate[{i}].{key}", f"not a searched parameter; searched: {', '.join(by_name)}")
+                check.add(
+                    f"points_to_evaluate[{i}].{key}",
+                    f"not a searched parameter; searched: {', '.join(by_name)}",
+                )
             elif not by_name[key].contains(value):
-                check.add(f"points_to_evaluate[{i}].{key}", f"{value!r} is outside its distribution {by_name[key].as_dict()}")
+                check.add(
+                    f"points_to_evaluate[{i}].{key}",
+                    f"{value!r} is outside its distribution {by_name[key].as_dict()}",
+                )
         points.append(dict(point))
 
     presets = raw.get("presets") or {}
@@ -566,6 +613,11 @@ def validate_file(name_or_file: str, *, check_data: bool = False) -> list[str]:
     checked = ["as written"]
     presets = raw.get("presets") if isinstance(raw, Mapping) else None
     for name in sorted(set(presets or {}) | set(BUILTIN_PRESETS)):
-        validate_space(apply_preset(raw, name, source), f"{source} (preset {name})", source_hash=digest, check_data=check_data)
+        validate_space(
+            apply_preset(raw, name, source),
+            f"{source} (preset {name})",
+            source_hash=digest,
+            check_data=check_data,
+        )
         checked.append(f"preset {name}")
     return checked

@@ -102,7 +102,9 @@ def retry(fn: Callable[[], T], *, attempts: int = 3, delay_s: float = 1.0, what:
         except Exception as exc:
             if attempt == attempts:
                 raise
-            log.warning("%s failed (%s); retry %d/%d in %.1fs", what, _short(exc), attempt, attempts - 1, delay_s)
+            log.warning(
+                "%s failed (%s); retry %d/%d in %.1fs", what, _short(exc), attempt, attempts - 1, delay_s
+            )
             time.sleep(delay_s)
             delay_s *= 2
     raise AssertionError("unreachable")  # pragma: no cover
@@ -207,9 +209,7 @@ class SearchTracking:
 
         existing = self.client.get_run(self.parent_run_id).data.params
         batch = [
-            Param(metric_key(k), param_value(v))
-            for k, v in params.items()
-            if metric_key(k) not in existing
+            Param(metric_key(k), param_value(v)) for k, v in params.items() if metric_key(k) not in existing
         ]
         for i in range(0, len(batch), 100):
             self.client.log_batch(self.parent_run_id, params=batch[i : i + 100])
@@ -388,7 +388,9 @@ class TrialRun:
         except Exception as exc:
             if self._failing_since is None:
                 self._failing_since = time.time()
-                log.warning("MLflow logging for trial %s is failing (%s); buffering", self.trial_id, _short(exc))
+                log.warning(
+                    "MLflow logging for trial %s is failing (%s); buffering", self.trial_id, _short(exc)
+                )
             return False
         if self._failing_since is not None:
             log.warning("MLflow logging for trial %s recovered", self.trial_id)
@@ -507,13 +509,15 @@ def reconcile(
         for i in range(0, len(missing_params), 100):
             client.log_batch(run_id, params=missing_params[i : i + 100])
         done = logged_steps(client, run_id)
-        metrics = []
+        metrics: list[Any] = []
         for row in record.history:
             epoch = row.get("epoch")
             if not isinstance(epoch, (int, float)) or int(epoch) in done:
                 continue
             stamp = int(float(row.get("timestamp", time.time())) * 1000)
-            metrics.extend(Metric(k, v, stamp, int(epoch)) for k, v in finite_metrics(_epoch_metrics(row)).items())
+            metrics.extend(
+                Metric(k, v, stamp, int(epoch)) for k, v in finite_metrics(_epoch_metrics(row)).items()
+            )
             done.add(int(epoch))
             report.epochs_filled += 1
         best = _best(record.history, objective, mode)
@@ -536,7 +540,9 @@ def reconcile(
         for run in child_runs(client, info.experiment_id, info.parent_run_id):
             trial_id = run.data.tags.get(TAG_TRIAL_ID)
             if trial_id not in known:
-                client.set_tag(run.info.run_id, TAG_OUTCOME, "orphaned: unknown to Ray Tune after a driver restart")
+                client.set_tag(
+                    run.info.run_id, TAG_OUTCOME, "orphaned: unknown to Ray Tune after a driver restart"
+                )
                 if run.info.status == "RUNNING":
                     client.set_terminated(run.info.run_id, "KILLED")
                 client.delete_run(run.info.run_id)
@@ -545,9 +551,21 @@ def reconcile(
 
 
 _TUNE_BOOKKEEPING = {
-    "timestamp", "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "done",
-    "training_iteration", "iterations_since_restore", "time_since_restore", "date",
-    "checkpoint_dir_name", "should_checkpoint", "trial_id", "experiment_tag",
+    "timestamp",
+    "time_this_iter_s",
+    "time_total_s",
+    "pid",
+    "hostname",
+    "node_ip",
+    "done",
+    "training_iteration",
+    "iterations_since_restore",
+    "time_since_restore",
+    "date",
+    "checkpoint_dir_name",
+    "should_checkpoint",
+    "trial_id",
+    "experiment_tag",
 }
 
 

@@ -128,7 +128,7 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     restored = tune.get_checkpoint()
     try:
-        with (restored.as_directory() if restored else contextlib.nullcontext(None)) as resume_dir:
+        with restored.as_directory() if restored else contextlib.nullcontext(None) as resume_dir:
             trial_context = TrialContext(
                 workdir=workdir,
                 resume_from=Path(resume_dir) if resume_dir else None,
@@ -227,7 +227,9 @@ def _ray_session(settings: RunSettings) -> Iterator[None]:
         ray.shutdown()
 
 
-def _build_tuner(space: SearchSpace, job: TrialJob, storage_path: str, experiment: str, callbacks: list[Any]) -> Any:
+def _build_tuner(
+    space: SearchSpace, job: TrialJob, storage_path: str, experiment: str, callbacks: list[Any]
+) -> Any:
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -291,7 +293,9 @@ def _run_config(space: SearchSpace, storage_path: str, experiment: str, callback
         failure_config=tune.FailureConfig(max_failures=space.budget.max_failures),
         # Sync experiment state and results to storage as often as Tune snapshots them
         # (default 300 s): a driver killed with SIGKILL then loses seconds, not minutes.
-        sync_config=tune.SyncConfig(sync_period=int(os.environ.get("TUNE_GLOBAL_CHECKPOINT_S", DEFAULT_STATE_PERIOD_S))),
+        sync_config=tune.SyncConfig(
+            sync_period=int(os.environ.get("TUNE_GLOBAL_CHECKPOINT_S", DEFAULT_STATE_PERIOD_S))
+        ),
         callbacks=callbacks,
         verbose=0,
     )
@@ -308,9 +312,13 @@ def trial_records(experiment_path: str, space: SearchSpace) -> list[TrialRecord]
     records = []
     for trial in analysis.trials:
         frame = frames.get(trial.trial_id)
-        history = [] if frame is None or frame.empty else frame.to_dict("records")
-        history = [{k: v for k, v in row.items() if not str(k).startswith("config/")} for row in history]
-        epochs = [int(r["epoch"]) for r in history if isinstance(r.get("epoch"), (int, float)) and r["epoch"] == r["epoch"]]
+        rows = [] if frame is None or frame.empty else frame.to_dict("records")
+        history = [{str(k): v for k, v in row.items() if not str(k).startswith("config/")} for row in rows]
+        epochs = [
+            int(r["epoch"])
+            for r in history
+            if isinstance(r.get("epoch"), (int, float)) and r["epoch"] == r["epoch"]
+        ]
         last_epoch = max(epochs, default=0)
         error = None
         if trial.status == "ERROR":
@@ -345,7 +353,9 @@ def _local_dir(settings: RunSettings, experiment_path: str) -> Path:
 def _progress_callbacks(space: SearchSpace, tracking: SearchTracking, settings: RunSettings) -> list[Any]:
     from hemotune.progress import ProgressCallback, TrackingCallback
 
-    callbacks: list[Any] = [TrackingCallback(tracking.tracking_uri, tracking.experiment_id, tracking.parent_run_id)]
+    callbacks: list[Any] = [
+        TrackingCallback(tracking.tracking_uri, tracking.experiment_id, tracking.parent_run_id)
+    ]
     if settings.show_progress:
         callbacks.append(ProgressCallback(space))
     return callbacks
@@ -553,9 +563,16 @@ def _finish(
         best_dir = local_dir / "best"
         artifacts = tracking.download_artifacts(best.run_id, best_dir) if best.run_id else []
         write_best_config(
-            best, space, trainer.resolve(space.trial_params(best.params)), best_dir, artifacts, tracking.tracking_uri
+            best,
+            space,
+            trainer.resolve(space.trial_params(best.params)),
+            best_dir,
+            artifacts,
+            tracking.tracking_uri,
         )
-        tracking.set_tags({"hemotune.best_trial_id": best.trial_id, "hemotune.best_run_id": best.run_id or ""})
+        tracking.set_tags(
+            {"hemotune.best_trial_id": best.trial_id, "hemotune.best_run_id": best.run_id or ""}
+        )
         tracking.log_metrics({best_key(space.objective.metric): best.best_value, **best.best_metrics})
     markdown = ranking_markdown(ranking, space)
     local_dir.mkdir(parents=True, exist_ok=True)
@@ -601,4 +618,9 @@ def sync_search(name: str, settings: RunSettings) -> dict[str, Any]:
         search_finished=finished,
         param_view=lambda config: trainer.resolve(space.trial_params(config)),
     )
-    return {"experiment_path": experiment_path, "trials": len(records), "finished": finished, **asdict(report)}
+    return {
+        "experiment_path": experiment_path,
+        "trials": len(records),
+        "finished": finished,
+        **asdict(report),
+    }

@@ -22,7 +22,13 @@ def _space(tmp_path: Path, name: str) -> Path:
         tmp_path,
         name=name,
         fixed={"seconds_per_epoch": 0.6},
-        budget={"num_samples": NUM_SAMPLES, "max_concurrent": 2, "epochs": EPOCHS, "grace_period": EPOCHS, "reduction_factor": 2},
+        budget={
+            "num_samples": NUM_SAMPLES,
+            "max_concurrent": 2,
+            "epochs": EPOCHS,
+            "grace_period": EPOCHS,
+            "reduction_factor": 2,
+        },
     )
 
 
@@ -51,9 +57,13 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path: 
     args = ["search", str(space), "--results-dir", str(results), "--num-cpus", "2", "--no-progress"]
     first = Driver(args, cwd=tmp_path)
     try:
-        assert wait_until(lambda: "mlflow: sqlite" in first.output(), timeout=60, driver=first), first.output()
+        assert wait_until(lambda: "mlflow: sqlite" in first.output(), timeout=60, driver=first), (
+            first.output()
+        )
         # Two trials finished, and Tune has synced that to storage (it does every 5 s).
-        assert wait_until(lambda: _finished_children(uri, name) >= 2, timeout=240, driver=first), first.output()
+        assert wait_until(lambda: _finished_children(uri, name) >= 2, timeout=240, driver=first), (
+            first.output()
+        )
         assert wait_until(
             lambda: sum(n == EPOCHS for n in _result_lines(results).values()) >= 2, timeout=60, driver=first
         ), first.output()

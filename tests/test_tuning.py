@@ -33,11 +33,20 @@ def asha_search(tmp_path_factory: pytest.TempPathFactory) -> tuple[SearchOutcome
             "plateau": {"type": "float", "low": 0.2, "high": 1.0},
             "fail_at_epoch": {"type": "categorical", "choices": [0, 2]},
         },
-        budget={"num_samples": 4, "max_concurrent": 1, "epochs": 6, "grace_period": 1, "reduction_factor": 2, "max_failures": 0},
+        budget={
+            "num_samples": 4,
+            "max_concurrent": 1,
+            "epochs": 6,
+            "grace_period": 1,
+            "reduction_factor": 2,
+            "max_failures": 0,
+        },
         points_to_evaluate=[GOOD, BAD, BAD | {"lr": 2.0e-5}, FAILING],
     )
     space = load_space(str(path))
-    settings = RunSettings(results_dir=str(tmp / "results"), local_dir=tmp / "results", num_cpus=2, show_progress=False)
+    settings = RunSettings(
+        results_dir=str(tmp / "results"), local_dir=tmp / "results", num_cpus=2, show_progress=False
+    )
     outcome = run_search(space, settings)
     return outcome, space, tmp
 
@@ -55,7 +64,9 @@ def test_asha_stops_bad_trials_at_the_grace_period(asha_search: tuple[SearchOutc
     assert not outcome.interrupted
 
 
-def test_failing_trial_is_recorded_as_failed_and_the_search_goes_on(asha_search: tuple[SearchOutcome, Any, Path]) -> None:
+def test_failing_trial_is_recorded_as_failed_and_the_search_goes_on(
+    asha_search: tuple[SearchOutcome, Any, Path],
+) -> None:
     outcome, _, _ = asha_search
     failed = [t for t in outcome.ranking if t.outcome == "failed"]
     assert len(failed) == 1 and failed[0].params["fail_at_epoch"] == 2
@@ -64,7 +75,9 @@ def test_failing_trial_is_recorded_as_failed_and_the_search_goes_on(asha_search:
     assert len(outcome.ranking) == 4
 
 
-def test_mlflow_holds_the_nested_tree_with_per_epoch_histories(asha_search: tuple[SearchOutcome, Any, Path]) -> None:
+def test_mlflow_holds_the_nested_tree_with_per_epoch_histories(
+    asha_search: tuple[SearchOutcome, Any, Path],
+) -> None:
     outcome, space, _ = asha_search
     parent, children = search_tree(outcome.tracking_uri, space.name)
     assert parent.info.status == "FINISHED"
@@ -88,7 +101,9 @@ def test_mlflow_holds_the_nested_tree_with_per_epoch_histories(asha_search: tupl
         assert all(math.isfinite(v) for v in history)
         assert math.isfinite(run.data.metrics["best/val/score"])
     best_run = next(r for r in children if r.data.tags["hemotune.trial_id"] == outcome.best.trial_id)
-    artifacts = [a.path for a in _client(outcome.tracking_uri).list_artifacts(best_run.info.run_id, "weights")]
+    artifacts = [
+        a.path for a in _client(outcome.tracking_uri).list_artifacts(best_run.info.run_id, "weights")
+    ]
     assert artifacts == ["weights/best.json"]
 
 
@@ -111,11 +126,20 @@ def test_a_crashed_trial_process_restarts_from_its_checkpoint(tmp_path: Path) ->
         tmp_path,
         name="crash_test",
         fixed={"seconds_per_epoch": 0.2, "crash_at_epoch": 3, "crash_marker_dir": str(markers)},
-        budget={"num_samples": 2, "max_concurrent": 2, "epochs": 5, "grace_period": 5, "reduction_factor": 2, "max_failures": 2},
+        budget={
+            "num_samples": 2,
+            "max_concurrent": 2,
+            "epochs": 5,
+            "grace_period": 5,
+            "reduction_factor": 2,
+            "max_failures": 2,
+        },
         points_to_evaluate=[{"lr": 0.01, "plateau": 1.0}, {"lr": 0.02, "plateau": 0.9}],
     )
     space = load_space(str(path))
-    settings = RunSettings(results_dir=str(tmp_path / "results"), local_dir=tmp_path / "results", num_cpus=2, show_progress=False)
+    settings = RunSettings(
+        results_dir=str(tmp_path / "results"), local_dir=tmp_path / "results", num_cpus=2, show_progress=False
+    )
     outcome = run_search(space, settings)
     assert len(list(markers.iterdir())) == 2  # both trials really were killed once
     assert [t.outcome for t in outcome.ranking] == ["completed", "completed"]

@@ -34,23 +34,34 @@ class SyntheticCurvesTrainer(Trainer):
     description = "Analytic learning curves with controllable speed, failures and crashes (for tests)."
     params = {
         "lr": ParamSpec("float", "learning rate; the curve peaks at best_lr", low=0.0, low_exclusive=True),
-        "best_lr": ParamSpec("float", "the learning rate giving the highest plateau", low=0.0, low_exclusive=True),
+        "best_lr": ParamSpec(
+            "float", "the learning rate giving the highest plateau", low=0.0, low_exclusive=True
+        ),
         "plateau": ParamSpec("float", "the value the curve approaches", low=0.0, high=1.0),
         "rate": ParamSpec("float", "how fast the curve rises per epoch", low=0.0, low_exclusive=True),
         "optimizer": ParamSpec(
             "str", "scales the plateau: SGD 1.0, Adam 0.95, AdamW 0.97", choices=("SGD", "Adam", "AdamW")
         ),
-        "seconds_per_epoch": ParamSpec("float", "sleep per epoch, to make trials overlap", low=0.0, searchable=False),
+        "seconds_per_epoch": ParamSpec(
+            "float", "sleep per epoch, to make trials overlap", low=0.0, searchable=False
+        ),
         "fail_at_epoch": ParamSpec("int", "raise an error at this epoch (0: never)", low=0),
         "crash_at_epoch": ParamSpec(
-            "int", "SIGKILL this process at this epoch, once per crash_marker_dir (0: never)", low=0, searchable=False
+            "int",
+            "SIGKILL this process at this epoch, once per crash_marker_dir (0: never)",
+            low=0,
+            searchable=False,
         ),
-        "crash_marker_dir": ParamSpec("str", "folder whose marker files make crash_at_epoch happen once", searchable=False),
+        "crash_marker_dir": ParamSpec(
+            "str", "folder whose marker files make crash_at_epoch happen once", searchable=False
+        ),
         "epochs": ParamSpec("int", "number of epochs", low=1, searchable=False),
         "seed": ParamSpec("int", "random seed", searchable=False),
         "data": ParamSpec("str", "prepared dataset folder", searchable=False),
     }
-    dataset_options = {"expect_files": ParamSpec("int", "minimum number of files the folder must hold", low=0)}
+    dataset_options = {
+        "expect_files": ParamSpec("int", "minimum number of files the folder must hold", low=0)
+    }
     metrics = ("val/score", "train/loss")
     dataset_formats = ("auto", "any")
 
