@@ -40,7 +40,7 @@ from hemotune.tracking import (
     best_key,
     reconcile,
 )
-from hemotune.trainers import PreparedData, TrialContext, get_trainer
+from hemotune.trainers import PreparedData, Trainer, TrialContext, get_trainer
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +51,14 @@ DEFAULT_STATE_PERIOD_S = "5"
 
 @dataclass(frozen=True)
 class TrialJob:
-    """Everything a trial process needs besides its sampled config (picklable, Ray-free data)."""
+    """Everything a trial process needs besides its sampled config (picklable, Ray-free data).
+
+    ``trainer_class`` travels with the job (cloudpickle sends classes defined in a
+    script by value), so trainers registered at run time work in Ray workers too.
+    """
 
     trainer: str
+    trainer_class: type[Trainer]
     fixed: Mapping[str, Any]
     dataset: Mapping[str, Any]
     data_path: str
@@ -105,7 +110,7 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
 
     context = tune.get_context()
     trial_id, trial_name = context.get_trial_id(), context.get_trial_name()
-    trainer = get_trainer(job.trainer)
+    trainer = job.trainer_class()
     data_path = _ensure_data(job, trainer)
     params = {**job.fixed, **config, "data": data_path}
     run = TrialRun(job.tracking, trial_id=trial_id, trial_name=trial_name)
@@ -425,6 +430,7 @@ def run_search(
     )
     job = TrialJob(
         trainer=space.trainer,
+        trainer_class=type(get_trainer(space.trainer)),
         fixed={k: v for k, v in space.trial_params({}).items()},
         dataset=space.dataset.as_dict(),
         data_path=str(prepared.path),
