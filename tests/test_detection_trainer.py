@@ -11,6 +11,8 @@ import copy
 import csv
 import math
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,12 +30,15 @@ from hemotune.trainers.detection import (
     OPTIMIZERS,
     STATE_FILE,
     YoloDetectionTrainer,
+    _is_allowed_callback,
+    _ultralytics_session,
     _UltralyticsRun,
     checkpoint_epoch,
     expected_accumulate,
     learning_rate,
     metric_name,
     model_problem,
+    offline_amp_check,
     trial_data_yaml,
     ultralytics_train_args,
 )
@@ -286,6 +291,50 @@ def test_guards_catch_optimizer_and_lr_changes(trainer: YoloDetectionTrainer, tm
         )
 
 
+def test_importing_the_trainer_and_data_layer_stays_cheap() -> None:
+    code = (
+        "import sys, hemotune.trainers.detection, hemotune.data.yolo, hemotune.data.voc\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ultralytics', 'ray', 'mlflow'))\n"
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_only_ultralytics_no_op_callbacks_and_ours_survive() -> None:
+    from hemotune.offline import configure_ultralytics
+
+    configure_ultralytics()
+    from ultralytics.utils import events
+    from ultralytics.utils.callbacks import base, platform
+
+    assert _is_allowed_callback(base.on_fit_epoch_end)
+    assert not _is_allowed_callback(platform.callbacks["on_pretrain_routine_start"])
+    assert not _is_allowed_callback(events.callbacks["on_train_end"])
+    assert _is_allowed_callback(_UltralyticsRun.run)
+
+
+def test_the_amp_check_is_offline_and_fails_loudly_on_blacklisted_gpus(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+    from ultralytics.engine import trainer as trainer_module
+
+    def fake_model(device_type: str) -> Any:
+        parameter = SimpleNamespace(device=SimpleNamespace(type=device_type))
+        return SimpleNamespace(parameters=lambda: iter([parameter]))
+
+    assert offline_amp_check(fake_model("cpu")) is False
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "NVIDIA H100 80GB HBM3")
+    assert offline_amp_check(fake_model("cuda")) is True
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "NVIDIA GeForce GTX 1660 SUPER")
+    with pytest.raises(TrialConfigurationError, match="set amp: false"):
+        offline_amp_check(fake_model("cuda"))
+    original = trainer_module.check_amp
+    with _ultralytics_session():
+        assert trainer_module.check_amp is offline_amp_check
+    assert trainer_module.check_amp is original
+
+
 # ----------------------------------------------------------------------------- the search-space file
 
 
@@ -429,7 +478,10 @@ def test_fit_reports_every_epoch_with_checkpoints(
     assert 1 <= first["accumulate_steps"] <= 2  # epoch 1 of 2 is warm-up: Ultralytics ramps 1 -> 2
     assert first["effective_batch"] == 4 * first["accumulate_steps"]
     assert second["accumulate_steps"] == 2 and second["effective_batch"] == 8
-    assert report.calls[0][2]["weights/best.pt"].is_file()  # the first epoch is always a best
+    best = report.calls[0][2]["weights/best.pt"]  # the first epoch is always a best
+    from ultralytics import YOLO
+
+    assert YOLO(str(best)).names == {0: "RBC", 1: "WBC", 2: "Platelets"}  # an inference model, no optimizer
     assert summary["best_epoch"] in (1.0, 2.0) and summary["epochs_completed"] == 2
     assert summary["best/val/mAP50-95"] == max(m["val/mAP50-95"] for m, _, _ in report.calls)
     args = yaml.safe_load((tmp_path / "trial" / "ultralytics" / "args.yaml").read_text())

@@ -439,9 +439,8 @@ class YoloDetectionTrainer(Trainer):
         if problems:
             raise TrialConfigurationError("invalid yolo_detection parameters: " + "; ".join(problems))
         effective_batch = int(values["batch"]) * int(values["accumulate_steps"])
-        accumulate = max(
-            round(effective_batch / int(values["batch"])), 1
-        )  # Ultralytics' rule, = accumulate_steps
+        # Ultralytics' rule; equals accumulate_steps because nbs = batch * accumulate_steps.
+        accumulate = max(round(effective_batch / int(values["batch"])), 1)
         return {
             **values,
             "effective_batch": effective_batch,
@@ -521,6 +520,7 @@ class _UltralyticsRun:
         self.epochs_done = 0
         self.pending_epoch = False
         self.accumulate_target = 0
+        self.expected_data = ""
         self.started = time.monotonic()
 
     # -- entry point
@@ -601,9 +601,10 @@ class _UltralyticsRun:
         self.epochs_done = int(state["epoch"])
         self.best = _Best(**state["best"])
         local = self.workdir / "resume"
-        if local.exists():
-            shutil.rmtree(local)
-        shutil.copytree(checkpoint, local)  # first: the checkpoint may lie in the folders cleared next
+        if local.resolve() != checkpoint.resolve():
+            if local.exists():
+                shutil.rmtree(local)
+            shutil.copytree(checkpoint, local)  # first: the checkpoint may lie in the folders cleared next
         self._clear_outputs()
         if (local / "results.csv").is_file():  # Ultralytics appends the resumed epochs to it
             self.save_dir.mkdir(parents=True)
@@ -718,11 +719,19 @@ class _UltralyticsRun:
         if value > self.best.value or not self.best.epoch:
             self.best = _Best(value=value, epoch=epoch, map50=metrics["val/mAP50"])
             self.best_weights.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(trainer.last, self.best_weights)
+            self._save_weights(trainer.last, self.best_weights)
             artifacts["weights/best.pt"] = self.best_weights
         self.epochs_done = epoch
         checkpoint = self._write_checkpoint(trainer, epoch)
         self.report(metrics, checkpoint=checkpoint, artifacts=artifacts)
+
+    @staticmethod
+    def _save_weights(last: Path, target: Path) -> None:
+        """This epoch's model for inference: last.pt without the optimizer state (half its size)."""
+        from ultralytics.utils.torch_utils import strip_optimizer
+
+        if not strip_optimizer(last, str(target)):
+            shutil.copyfile(last, target)
 
     def _epoch_metrics(self, trainer: Any, epoch: int) -> dict[str, float]:
         m = trainer.metrics
