@@ -174,6 +174,10 @@ def test_bccd_converts_once_into_the_cache(bccd_dir: Path, tmp_path: Path) -> No
             assert all(0.0 <= float(v) <= 1.0 for v in xywh) and float(xywh[2]) > 0 and float(xywh[3]) > 0
     again = prepare_detection_data(bccd_dir, cache, data_format="auto", classes=BCCD_CLASSES)
     assert again.fingerprint == prepared.fingerprint and again.path == prepared.path
+    # Read back as a YOLO set it is clean: rounding of normalised coordinates is not "outside the image".
+    reread = read_yolo(prepared.path)
+    assert reread.classes == ("RBC", "WBC", "Platelets") and len(reread.images) == 292
+    assert reread.report.summary() == {"near-duplicate boxes -> kept": 7}
 
 
 # ----------------------------------------------------------------------------- broken sets

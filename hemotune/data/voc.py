@@ -49,6 +49,9 @@ from hemotune.errors import DataError
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 #: Same-class boxes overlapping more than this are reported as near-duplicates (and kept).
 NEAR_DUPLICATE_IOU = 0.8
+#: Boxes crossing the border by less than this fraction of the image size (rounding of normalised
+#: YOLO coordinates) are clipped without a report; anything more is reported.
+CLIP_TOLERANCE = 1e-4
 #: Split names a converted dataset has.
 SPLITS = ("train", "val")
 
@@ -247,7 +250,8 @@ def repair_boxes(
         if box.width <= 0 or box.height <= 0:
             report.add(where, "box outside the image", "dropped", f"{raw.describe()} in {width}x{height}")
             continue
-        if box != Box(label, x1, y1, x2, y2):
+        overshoot = max(-x1, -y1, x2 - width, y2 - height, 0.0)
+        if overshoot > CLIP_TOLERANCE * max(width, height):
             report.add(where, "box outside the image", "clipped", f"{raw.describe()} -> {box.describe()}")
         kept.append(box)
     for i, a in enumerate(kept):
