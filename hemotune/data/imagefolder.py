@@ -34,6 +34,7 @@ import csv
 import hashlib
 import json
 import os
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -55,8 +56,15 @@ CACHE_KIND = "imagefolder"
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 LAYOUTS = ("auto", "splits", "all", "flat")
-SOURCE_KEYS = ("path", "layout", "class_map", "drop_unmapped", "metadata_csv", "metadata_path_column",
-               "metadata_group_column")
+SOURCE_KEYS = (
+    "path",
+    "layout",
+    "class_map",
+    "drop_unmapped",
+    "metadata_csv",
+    "metadata_path_column",
+    "metadata_group_column",
+)
 DEFAULT_CACHE_IMGSZ = 224
 SPLIT_FILE = "split.csv"
 META_FILE = "meta.json"
@@ -137,7 +145,11 @@ class ImageFolderOptions:
             "cache_imgsz": self.cache_imgsz,
             "max_images_per_class": self.max_images_per_class,
             "bad_images": self.bad_images,
-            "segmentation": [self.segmentation.hue_low, self.segmentation.hue_high, self.segmentation.sat_min],
+            "segmentation": [
+                self.segmentation.hue_low,
+                self.segmentation.hue_high,
+                self.segmentation.sat_min,
+            ],
         }
 
 
@@ -269,7 +281,9 @@ def _split_dirs(root: Path, layout: str) -> list[tuple[str | None, Path]]:
         split = SPLIT_ALIASES.get(child.name.lower())
         if child.is_dir() and split:
             if split in found:
-                raise DataError(f"{root}: two folders give the {split} split: {found[split].name} and {child.name}")
+                raise DataError(
+                    f"{root}: two folders give the {split} split: {found[split].name} and {child.name}"
+                )
             found[split] = child
     for needed in ("train", "val"):
         if needed not in found:
@@ -310,7 +324,9 @@ def scan_source(index: int, source: SourceOptions, report: DataReport) -> list[I
                     report.add(path, f"class {class_dir.name!r} not in class_map", "dropped")
                 continue
             records += [
-                ImageRecord(index, source.root, p.relative_to(source.root).as_posix(), class_dir.name, label, split)
+                ImageRecord(
+                    index, source.root, p.relative_to(source.root).as_posix(), class_dir.name, label, split
+                )
                 for p in files
             ]
     missing = sorted(set(source.class_map or {}) - seen_classes)
@@ -413,7 +429,9 @@ def subsample(records: Sequence[ImageRecord], per_class: int, seed: int) -> list
         buckets[(r.given_split or "", r.label)].append(r)
     chosen: list[ImageRecord] = []
     for key in sorted(buckets):
-        ranked = sorted(buckets[key], key=lambda r: (hashlib.sha256(f"{seed}:{r.md5}".encode()).hexdigest(), r.relpath))
+        ranked = sorted(
+            buckets[key], key=lambda r: (hashlib.sha256(f"{seed}:{r.md5}".encode()).hexdigest(), r.relpath)
+        )
         chosen += ranked[:per_class]
     return sorted(chosen, key=lambda r: (r.source, r.relpath))
 
@@ -442,7 +460,9 @@ def fingerprint(options: ImageFolderOptions, records: Iterable[ImageRecord]) -> 
     """Content hashes, labels, splits and groups of the images, plus the options and version."""
     digest = hashlib.sha256(json.dumps(options.fingerprint_view(), sort_keys=True).encode())
     for r in records:
-        digest.update(f"{r.source}\0{r.relpath}\0{r.sha256}\0{r.label}\0{r.given_split}\0{r.group}\n".encode())
+        digest.update(
+            f"{r.source}\0{r.relpath}\0{r.sha256}\0{r.label}\0{r.given_split}\0{r.group}\n".encode()
+        )
     return digest.hexdigest()
 
 
@@ -456,6 +476,23 @@ class Decoded:
     error: str = ""
 
 
+def pil_open() -> Any:
+    """PIL's own ``Image.open``, even after Ultralytics replaced it.
+
+    Ultralytics (``ultralytics.utils.patches``) swaps ``PIL.Image.open`` for a wrapper that,
+    on a file PIL cannot identify, runs its requirements check for ``pi-heif`` (a pip install
+    when it believes it is online) and then fails with ``ModuleNotFoundError``. A corrupt file
+    must simply be reported, so hemotune calls the original.
+    """
+    from PIL import Image
+
+    opener = Image.open
+    patches = sys.modules.get("ultralytics.utils.patches")
+    if patches is not None and getattr(opener, "__module__", "") == patches.__name__:
+        opener = getattr(patches, "_image_open", opener)
+    return opener
+
+
 def decode_image(path: Path, size: int, seg: SegmentationSettings) -> Decoded:
     """Decode fully (a truncated file raises), convert to RGB, resize to ``size`` square, mask it."""
     from PIL import Image, ImageFile, UnidentifiedImageError
@@ -463,14 +500,14 @@ def decode_image(path: Path, size: int, seg: SegmentationSettings) -> Decoded:
     if ImageFile.LOAD_TRUNCATED_IMAGES:  # some library switched it on: truncation must stay an error
         ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
-        with Image.open(path) as im:
+        with pil_open()(path) as im:
             im.draft("RGB", (size, size))  # JPEG: decode at a reduced scale >= size (much faster)
             im.load()
             rgb = im.convert("RGB")
     except UnidentifiedImageError:
         return Decoded(None, None, "not a readable image (unknown format)")
-    except (OSError, SyntaxError, ValueError) as exc:
-        return Decoded(None, None, f"corrupt or truncated image: {exc}")
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
+        return Decoded(None, None, f"corrupt or truncated image: {type(exc).__name__}: {exc}")
     if min(rgb.size) < 1:
         return Decoded(None, None, "image has zero size")
     full = np.asarray(rgb)
@@ -483,7 +520,9 @@ def decode_image(path: Path, size: int, seg: SegmentationSettings) -> Decoded:
 # ----------------------------------------------------------------------------- building
 
 
-def assign_splits(records: Sequence[ImageRecord], options: ImageFolderOptions, report: DataReport) -> list[str]:
+def assign_splits(
+    records: Sequence[ImageRecord], options: ImageFolderOptions, report: DataReport
+) -> list[str]:
     """The split of every record: given folders (duplicates outside train dropped) or computed."""
     if records and records[0].given_split is not None:
         return _given_splits(records, report)
@@ -500,8 +539,12 @@ def _given_splits(records: Sequence[ImageRecord], report: DataReport) -> list[st
     for r in records:
         keeper = first[r.md5]
         if keeper.given_split != r.given_split:
-            report.add(r.path, f"exact duplicate of {keeper.path} ({keeper.given_split})", "dropped",
-                       "an image may not be in two splits")
+            report.add(
+                r.path,
+                f"exact duplicate of {keeper.path} ({keeper.given_split})",
+                "dropped",
+                "an image may not be in two splits",
+            )
             out.append("")
         else:
             out.append(r.given_split or "train")
@@ -514,8 +557,12 @@ def _report_label_conflicts(records: Sequence[ImageRecord], report: DataReport) 
         labels[r.md5].add(r.label)
     for r in records:
         if len(labels[r.md5]) > 1:
-            report.add(r.path, f"the same image is labelled {sorted(labels[r.md5])}", "kept",
-                       "duplicates share one split")
+            report.add(
+                r.path,
+                f"the same image is labelled {sorted(labels[r.md5])}",
+                "kept",
+                "duplicates share one split",
+            )
 
 
 def decode_all(
@@ -524,9 +571,11 @@ def decode_all(
     """Decode every record once; unreadable ones are dropped (reported) or fatal (``bad_images: error``)."""
     workers = max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        decoded = list(pool.map(lambda r: decode_image(r.path, options.cache_imgsz, options.segmentation), records))
+        decoded = list(
+            pool.map(lambda r: decode_image(r.path, options.cache_imgsz, options.segmentation), records)
+        )
     good_records, good = [], []
-    for record, result in zip(records, decoded):
+    for record, result in zip(records, decoded, strict=True):
         if result.error:
             if options.bad_images == "error":
                 raise DataError(f"{record.path}: {result.error}")
@@ -550,8 +599,9 @@ def build_prepared(
     splits = assign_splits(records, options, report)
     _report_label_conflicts(records, report)
     keep = [i for i, s in enumerate(splits) if s]
-    order = sorted(keep, key=lambda i: (SPLITS.index(splits[i]), records[i].label, records[i].source,
-                                        records[i].relpath))
+    order = sorted(
+        keep, key=lambda i: (SPLITS.index(splits[i]), records[i].label, records[i].source, records[i].relpath)
+    )
     classes = sorted({records[i].label for i in keep})
     labels_by_split = split_counts([records[i].label for i in order], [splits[i] for i in order])
     train = labels_by_split.get("train", {})
@@ -560,38 +610,49 @@ def build_prepared(
             raise DataError(f"{options.root}: class {label!r} has no training image after splitting")
         for split in ("val", "test"):
             if split in labels_by_split and not labels_by_split[split].get(label):
-                report.add(options.root, f"class {label!r} has no image in {split}", "kept",
-                           "its per-class metrics on that split are undefined (reported as 0)")
+                report.add(
+                    options.root,
+                    f"class {label!r} has no image in {split}",
+                    "kept",
+                    "its per-class metrics on that split are undefined (reported as 0)",
+                )
     size = options.cache_imgsz
-    images = np.lib.format.open_memmap(target / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=(len(order), size, size, 3))
-    masks = np.lib.format.open_memmap(target / MASKS_FILE, mode="w+", dtype=np.uint8, shape=(len(order), size, size))
-    empty_masks = 0
+    images = np.lib.format.open_memmap(
+        target / IMAGES_FILE, mode="w+", dtype=np.uint8, shape=(len(order), size, size, 3)
+    )
+    masks = np.lib.format.open_memmap(
+        target / MASKS_FILE, mode="w+", dtype=np.uint8, shape=(len(order), size, size)
+    )
     for row, i in enumerate(order):
         images[row] = decoded[i].image
         mask = decoded[i].mask
         if mask is None or not mask.any():
-            empty_masks += 1
+            report.add(
+                records[i].path,
+                "segmentation found no stained cell",
+                "kept",
+                "with segmentation on, this image is used whole",
+            )
             mask = np.ones((size, size), dtype=np.uint8)
         masks[row] = mask
     images.flush()
     masks.flush()
     del images, masks
-    if empty_masks:
-        report.add(options.root, f"segmentation found no stained cell in {empty_masks} images", "kept",
-                   "with segmentation on, these images are used whole")
     _write_split_csv(target / SPLIT_FILE, [records[i] for i in order], [splits[i] for i in order])
     groups = _duplicate_groups([records[i] for i in order])
-    report.counts.update({
-        "images": len(order),
-        "classes": len(classes),
-        "splits": labels_by_split,
-        "duplicate_groups": len(groups),
-        "images_in_duplicate_groups": sum(len(g) for g in groups),
-        "patient_groups": len({records[i].group for i in order if records[i].group}),
-        "split_seed": options.split_seed,
-        "fractions": dict(options.fractions),
-        "cache_imgsz": size,
-    })
+    report.counts.update(
+        {
+            "images": len(order),
+            "classes": len(classes),
+            "splits": labels_by_split,
+            "duplicate_groups": len(groups),
+            "images_in_duplicate_groups": sum(len(g) for g in groups),
+            "patient_groups": len({records[i].group for i in order if records[i].group}),
+            "split_seed": options.split_seed,
+            "fractions": dict(options.fractions),
+            "cache_imgsz": size,
+        }
+    )
     report.write(target)
     meta = {
         "version": CACHE_VERSION,
@@ -610,7 +671,7 @@ def _write_split_csv(path: Path, records: Sequence[ImageRecord], splits: Sequenc
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["index", "source", "path", "md5", "class", "source_class", "split", "group"])
-        for i, (r, s) in enumerate(zip(records, splits)):
+        for i, (r, s) in enumerate(zip(records, splits, strict=True)):
             writer.writerow([i, r.source, r.relpath, r.md5, r.label, r.source_class, s, r.group])
 
 
@@ -626,7 +687,7 @@ def _write_example(path: Path, records: Sequence[ImageRecord], seg: Segmentation
     from PIL import Image
 
     for record in records[:50]:
-        with Image.open(record.path) as im:
+        with pil_open()(record.path) as im:
             rgb = np.asarray(im.convert("RGB"))
         mask = white_cell_mask(rgb, seg)
         if mask.any():

@@ -45,14 +45,14 @@ def white_cell_mask(rgb: np.ndarray, settings: SegmentationSettings | None = Non
     hue, sat = hsv[..., 0], hsv[..., 1]
     otsu, _ = cv2.threshold(np.ascontiguousarray(sat), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     mask = ((hue >= s.hue_low) & (hue <= s.hue_high) & (sat >= max(s.sat_min, otsu))).astype(np.uint8)
-    size = max(3, int(round(min(rgb.shape[:2]) / 60)) | 1)
+    size = max(3, round(min(rgb.shape[:2]) / 60) | 1)
     small = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
     large = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * size + 1, 2 * size + 1))
-    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, small)
-    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, large)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    opened = cv2.morphologyEx(mask, cv2.MORPH_OPEN, small)
+    closed = cv2.morphologyEx(opened, cv2.MORPH_CLOSE, large)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
     keep = np.zeros(count, dtype=bool)
-    keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= MIN_AREA_FRACTION * mask.size
+    keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= MIN_AREA_FRACTION * closed.size
     mask = keep[labels].astype(np.uint8)
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     filled = np.zeros_like(mask)

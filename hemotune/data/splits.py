@@ -127,7 +127,7 @@ def split_counts(labels: Sequence[str], splits: Sequence[str]) -> dict[str, dict
     """``{split: {class: count}}`` for every split present, classes sorted."""
     out: dict[str, dict[str, int]] = {}
     for split in SPLITS:
-        chosen = Counter(lab for lab, s in zip(labels, splits) if s == split)
+        chosen = Counter(lab for lab, s in zip(labels, splits, strict=True) if s == split)
         if chosen:
             out[split] = {c: chosen[c] for c in sorted(chosen)}
     return out

@@ -1,0 +1,204 @@
+"""Classification metrics from labels and predictions, computed with scikit-learn.
+
+``classification_metrics`` gives every metric the classification trainer
+reports, under the names search spaces use as objectives::
+
+    val/accuracy  val/balanced_accuracy  val/macro_precision  val/macro_recall
+    val/macro_f1  val/cohen_kappa  val/min_class_recall  val/specificity
+    val/sensitivity  val/recall/<class>  val/precision/<class>  val/f1/<class>
+    val/specificity/<class>
+
+Binary tasks: ``sensitivity`` is the recall of the positive class and
+``specificity`` is TN/(TN+FP) with that positive class (the recall of the
+negative one). Multi-class: ``sensitivity`` is the macro recall and
+``specificity`` the macro one-vs-rest specificity. Macro averages run over all
+classes of the task (``labels=range(K)``); a class absent from ``y_true`` has
+recall 0 there (scikit-learn's ``zero_division=0``) but is left out of
+``min_class_recall``, which is over the classes present. Class names are
+sanitised for MLflow (alphanumerics and ``_ - . / space :`` only).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+#: Aggregate metric names (without the ``val/`` prefix), in report order.
+AGGREGATE_METRICS = (
+    "accuracy",
+    "balanced_accuracy",
+    "macro_precision",
+    "macro_recall",
+    "macro_f1",
+    "cohen_kappa",
+    "min_class_recall",
+    "specificity",
+    "sensitivity",
+)
+#: Per-class metric families: ``<prefix><family>/<class>``.
+PER_CLASS_METRICS = ("recall", "precision", "f1", "specificity")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_\-./ :]")
+
+
+def sanitize_name(name: str) -> str:
+    """A class name usable in an MLflow metric name (other characters become ``_``)."""
+    cleaned = _UNSAFE.sub("_", name).strip()
+    return cleaned or "_"
+
+
+def metric_class_names(classes: Sequence[str]) -> list[str]:
+    """Sanitised, unique class names (a clash gets ``_2``, ``_3`` ... appended)."""
+    out: list[str] = []
+    for name in classes:
+        base = candidate = sanitize_name(name)
+        n = 2
+        while candidate in out:
+            candidate = f"{base}_{n}"
+            n += 1
+        out.append(candidate)
+    return out
+
+
+def _finite(value: Any) -> float:
+    value = float(value)
+    return value if math.isfinite(value) else 0.0
+
+
+def classification_metrics(
+    y_true: Sequence[int] | np.ndarray,
+    y_pred: Sequence[int] | np.ndarray,
+    classes: Sequence[str],
+    *,
+    positive_class: str | None = None,
+    prefix: str = "val/",
+) -> dict[str, float]:
+    """Every reported metric for integer labels ``y_true`` and predictions ``y_pred``.
+
+    ``positive_class`` (binary only) names the class whose recall is the
+    sensitivity; ``None`` takes the second class, as scikit-learn's ``pos_label=1``.
+    """
+
+    with warnings.catch_warnings():
+        # Undefined cases (a class never predicted, one class only) are defined as 0 below.
+        warnings.simplefilter("ignore")
+        return _metrics(y_true, y_pred, classes, positive_class, prefix)
+
+
+def _metrics(
+    y_true: Sequence[int] | np.ndarray,
+    y_pred: Sequence[int] | np.ndarray,
+    classes: Sequence[str],
+    positive_class: str | None,
+    prefix: str,
+) -> dict[str, float]:
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        cohen_kappa_score,
+        multilabel_confusion_matrix,
+        precision_recall_fscore_support,
+    )
+
+    true = np.asarray(y_true, dtype=np.int64)
+    pred = np.asarray(y_pred, dtype=np.int64)
+    labels = list(range(len(classes)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        true, pred, labels=labels, average=None, zero_division=0
+    )
+    macro_p, macro_r, macro_f1, _ = precision_recall_fscore_support(
+        true, pred, labels=labels, average="macro", zero_division=0
+    )
+    mcm = multilabel_confusion_matrix(true, pred, labels=labels)
+    tn, fp = mcm[:, 0, 0].astype(float), mcm[:, 0, 1].astype(float)
+    specificity = np.divide(tn, tn + fp, out=np.zeros_like(tn), where=(tn + fp) > 0)
+    present = support > 0
+    out: dict[str, float] = {
+        "accuracy": accuracy_score(true, pred),
+        "balanced_accuracy": balanced_accuracy_score(true, pred) if present.any() else 0.0,
+        "macro_precision": macro_p,
+        "macro_recall": macro_r,
+        "macro_f1": macro_f1,
+        "cohen_kappa": cohen_kappa_score(true, pred, labels=labels),
+        "min_class_recall": recall[present].min() if present.any() else 0.0,
+    }
+    if len(classes) == 2:
+        pos = 1 if positive_class is None else list(classes).index(positive_class)
+        out["sensitivity"] = recall[pos]
+        out["specificity"] = specificity[pos]  # TN/(TN+FP) with ``pos`` as the positive class
+    else:
+        out["sensitivity"] = macro_r
+        out["specificity"] = specificity.mean()
+    metrics = {f"{prefix}{k}": _finite(out[k]) for k in AGGREGATE_METRICS}
+    for i, name in enumerate(metric_class_names(classes)):
+        metrics[f"{prefix}recall/{name}"] = _finite(recall[i])
+        metrics[f"{prefix}precision/{name}"] = _finite(precision[i])
+        metrics[f"{prefix}f1/{name}"] = _finite(f1[i])
+        metrics[f"{prefix}specificity/{name}"] = _finite(specificity[i])
+    return metrics
+
+
+def confusion(
+    y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, num_classes: int
+) -> np.ndarray:
+    """The K x K confusion matrix (rows: true class, columns: predicted)."""
+    from sklearn.metrics import confusion_matrix
+
+    return np.asarray(confusion_matrix(y_true, y_pred, labels=list(range(num_classes))))
+
+
+def write_confusion_artifacts(
+    matrix: np.ndarray,
+    classes: Sequence[str],
+    folder: Any,
+    *,
+    title: str,
+    extra: dict[str, Any] | None = None,
+) -> tuple[Any, Any]:
+    """``confusion_matrix.png`` (counts and row-normalised colours) and ``.json`` into ``folder``."""
+    import json
+    from pathlib import Path
+
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, Agg canvas, bundled DejaVu font
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = folder / "confusion_matrix.json", folder / "confusion_matrix.png"
+    payload = {
+        "classes": list(classes),
+        "rows": "true class",
+        "columns": "predicted class",
+        "matrix": matrix.tolist(),
+        **(extra or {}),
+    }
+    json_path.write_text(json.dumps(payload, indent=2))
+    k = len(classes)
+    rows = matrix.sum(axis=1, keepdims=True)
+    normalised = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=float), where=rows > 0)
+    side = max(4.0, 0.6 * k + 2.0)
+    fig = Figure(figsize=(side, side), dpi=100)
+    ax = fig.add_subplot()
+    ax.imshow(normalised, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(k), labels=list(classes), rotation=45, ha="right")
+    ax.set_yticks(range(k), labels=list(classes))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for i in range(k):
+        for j in range(k):
+            ax.text(
+                j,
+                i,
+                str(int(matrix[i, j])),
+                ha="center",
+                va="center",
+                color="white" if normalised[i, j] > 0.5 else "black",
+                fontsize=8,
+            )
+    fig.tight_layout()
+    fig.savefig(png_path)
+    return png_path, json_path
