@@ -22,13 +22,15 @@ Uses ``MlflowClient`` only (no fluent "active run" global state).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -92,6 +94,29 @@ def client_for(tracking_uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+@contextlib.contextmanager
+def fail_fast_http(max_retries: int = 0, timeout_s: int = 5) -> Iterator[None]:
+    """MLflow HTTP calls made in this block give up within seconds instead of minutes.
+
+    MLflow's client retries a refused or timed-out request 7 times with a
+    doubling backoff by default (minutes). Code that must not stall on an
+    unreachable server (Ray Tune's callbacks on the driver) wraps its calls in
+    this and leaves the rest to reconciliation. MLflow reads these variables at
+    each request.
+    """
+    names = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(max_retries), "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s)}
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(names)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def retry(fn: Callable[[], T], *, attempts: int = 3, delay_s: float = 1.0, what: str = "MLflow call") -> T:
@@ -252,6 +277,14 @@ class SearchTracking:
         return sorted(p for p in Path(local).rglob("*") if p.is_file())
 
     def finish(self, status: str = "FINISHED") -> None:
+        """Close the parent run; child runs still RUNNING (a failed or killed search) become KILLED."""
+        if status != "FINISHED":
+            try:
+                for run in child_runs(self.client, self.experiment_id, self.parent_run_id):
+                    if run.info.status == "RUNNING":
+                        self.client.set_terminated(run.info.run_id, "KILLED")
+            except Exception as exc:
+                log.warning("could not close the child runs: %s", _short(exc))
         retry(lambda: self.client.set_terminated(self.parent_run_id, status), what="closing the parent run")
 
 

@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from hemotune import storage
 from hemotune.config import RunSettings, SearchSpace
 from hemotune.errors import UsageError
@@ -100,6 +102,19 @@ def _trial_device() -> str:
     return "cuda:0" if ray.get_gpu_ids() else "cpu"
 
 
+def _placement_tags() -> dict[str, str]:
+    """Where this trial runs: Ray node id and IP (hostnames can repeat), and the GPU ids Ray assigned."""
+    import ray
+
+    return {
+        "hemotune.node": os.uname().nodename,
+        "hemotune.node_id": ray.get_runtime_context().get_node_id(),
+        "hemotune.node_ip": ray.util.get_node_ip_address(),
+        "hemotune.gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()) or "none",
+        "hemotune.device": _trial_device(),
+    }
+
+
 def run_trial(config: dict[str, Any], job: TrialJob) -> None:
     """The Tune function trainable: one trial = one ``trainer.fit`` call, logged to MLflow."""
     apply_offline_env()
@@ -114,8 +129,9 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
     data_path = _ensure_data(job, trainer)
     params = {**job.fixed, **config, "data": data_path}
     run = TrialRun(job.tracking, trial_id=trial_id, trial_name=trial_name)
-    run.log_params(trainer.resolve(params))
-    run.set_tags({"hemotune.node": os.uname().nodename, "hemotune.device": _trial_device()})
+    resolved = trainer.resolve(params)
+    run.log_params(resolved)
+    run.set_tags(_placement_tags())
 
     def report(
         metrics: Mapping[str, float],
@@ -131,6 +147,9 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
 
     workdir = Path(os.getcwd()) / "work"
     workdir.mkdir(parents=True, exist_ok=True)
+    config_file = workdir / "resolved.yaml"
+    config_file.write_text(yaml.safe_dump(_plain(resolved), sort_keys=False))
+    run.log_artifacts({"config/resolved.yaml": config_file})
     restored = tune.get_checkpoint()
     try:
         with restored.as_directory() if restored else contextlib.nullcontext(None) as resume_dir:
@@ -150,11 +169,35 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
     run.finish("FINISHED")
 
 
+def _plain(values: Mapping[str, Any]) -> dict[str, Any]:
+    """YAML-safe copy: numbers, strings, bools, None and lists of them stay; the rest becomes str."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, (bool, int, float, str)) or value is None:
+            out[key] = value
+        elif isinstance(value, (list, tuple)):
+            out[key] = [v if isinstance(v, (bool, int, float, str)) else str(v) for v in value]
+        else:
+            out[key] = str(value)
+    return out
+
+
 def _ensure_data(job: TrialJob, trainer: Any) -> str:
-    """The prepared dataset on this node: the driver's copy, or the same one rebuilt here."""
-    if Path(job.data_path).exists():
+    """The prepared dataset on this node: the driver's copy, or the same one rebuilt here.
+
+    An ``s3://`` dataset is always taken from this node's own cache
+    (``$HEMOTUNE_CACHE_DIR`` of the node, else the driver's cache path), fetched
+    once per node; the fingerprint check below proves it is the driver's data.
+    """
+    from hemotune.data import remote
+
+    cache_dir = Path(os.environ.get("HEMOTUNE_CACHE_DIR") or job.cache_dir)
+    dataset = dict(job.dataset)
+    if remote.is_remote(dataset.get("path")):
+        dataset = remote.localize_dataset(dataset, cache_dir)
+    elif Path(job.data_path).exists():
         return job.data_path
-    prepared = trainer.prepare_data(dict(job.dataset), dict(job.fixed), Path(job.cache_dir))
+    prepared = trainer.prepare_data(dataset, dict(job.fixed), cache_dir)
     if prepared.fingerprint != job.data_fingerprint:
         raise RuntimeError(
             f"the dataset prepared on {os.uname().nodename} ({prepared.fingerprint[:12]}) differs from "
@@ -238,13 +281,14 @@ def _build_tuner(
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
+
+    from hemotune.searcher import ResumableOptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = optuna.samplers.TPESampler(seed=space.seed, multivariate=True)
-    searcher = OptunaSearch(
+    searcher = ResumableOptunaSearch(  # OptunaSearch that survives resuming from an S3 snapshot
         space=space.optuna_space(),
         metric=space.objective.metric,
         mode=space.objective.mode,
@@ -291,9 +335,11 @@ def _trainable(space: SearchSpace, job: TrialJob) -> Any:
 def _run_config(space: SearchSpace, storage_path: str, experiment: str, callbacks: list[Any]) -> Any:
     from ray import tune
 
+    tune_path, filesystem = storage.tune_storage(storage_path)
     return tune.RunConfig(
         name=experiment,
-        storage_path=storage_path,
+        storage_path=tune_path,
+        storage_filesystem=filesystem,
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         failure_config=tune.FailureConfig(max_failures=space.budget.max_failures),
         # Sync experiment state and results to storage as often as Tune snapshots them
@@ -367,8 +413,11 @@ def _progress_callbacks(space: SearchSpace, tracking: SearchTracking, settings: 
 
 
 def _prepare(space: SearchSpace, settings: RunSettings) -> PreparedData:
+    from hemotune.data.remote import localize_dataset
+
     trainer = get_trainer(space.trainer)
-    return trainer.prepare_data(space.dataset.as_dict(), space.fixed, settings.cache_dir)
+    dataset = localize_dataset(space.dataset.as_dict(), settings.cache_dir)  # s3:// -> local cache
+    return trainer.prepare_data(dataset, space.fixed, settings.cache_dir)
 
 
 def run_search(
@@ -446,14 +495,14 @@ def run_search(
             from ray import tune
 
             if settings.resume:
-                fs, _ = storage.filesystem(experiment_path)
+                restore_path, fs = storage.tune_storage(experiment_path)
                 tuner = tune.Tuner.restore(
-                    experiment_path,
+                    restore_path,
                     trainable=_trainable(space, job),
                     resume_unfinished=True,
                     resume_errored=False,
                     restart_errored=False,
-                    storage_filesystem=fs if storage.is_uri(experiment_path) else None,
+                    storage_filesystem=fs,
                 )
                 # The RunConfig (and its callbacks) is restored from the experiment.
             else:
@@ -528,7 +577,6 @@ def _open_tracking(
             **{f"space.{p.name}": p.as_dict() for p in space.parameters},
         },
     )
-    import yaml
 
     tracking.log_text(yaml.safe_dump(space.as_dict(), sort_keys=False), "config/search_space.yaml")
     if prepared.report_path is not None and prepared.report_path.exists():

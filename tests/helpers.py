@@ -56,7 +56,7 @@ def search_tree(uri: str, experiment: str) -> tuple[Any, list[Any]]:
 
 
 def epoch_steps(uri: str, run_id: str, key: str = "epoch") -> list[int]:
-    return [int(m.step) for m in mlflow_client(uri).get_metric_history(run_id, key)]
+    return sorted(int(m.step) for m in mlflow_client(uri).get_metric_history(run_id, key))
 
 
 def descendants(pid: int) -> list[psutil.Process]:
