@@ -34,7 +34,6 @@ import csv
 import hashlib
 import json
 import os
-import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from hemotune.data.cache import build_once, entry_dir
+from hemotune.data.images import pil_open
 from hemotune.data.report import DataReport
 from hemotune.data.segmentation import SegmentationSettings, before_after, white_cell_mask
 from hemotune.data.splits import SPLITS, SplitItem, check_fractions, grouped_stratified_split, split_counts
@@ -474,23 +474,6 @@ class Decoded:
     image: np.ndarray | None
     mask: np.ndarray | None
     error: str = ""
-
-
-def pil_open() -> Any:
-    """PIL's own ``Image.open``, even after Ultralytics replaced it.
-
-    Ultralytics (``ultralytics.utils.patches``) swaps ``PIL.Image.open`` for a wrapper that,
-    on a file PIL cannot identify, runs its requirements check for ``pi-heif`` (a pip install
-    when it believes it is online) and then fails with ``ModuleNotFoundError``. A corrupt file
-    must simply be reported, so hemotune calls the original.
-    """
-    from PIL import Image
-
-    opener = Image.open
-    patches = sys.modules.get("ultralytics.utils.patches")
-    if patches is not None and getattr(opener, "__module__", "") == patches.__name__:
-        opener = getattr(patches, "_image_open", opener)
-    return opener
 
 
 def decode_image(path: Path, size: int, seg: SegmentationSettings) -> Decoded:

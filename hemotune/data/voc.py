@@ -42,6 +42,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hemotune.data.images import pil_open
 from hemotune.data.report import DataReport
 from hemotune.errors import DataError
 
@@ -188,10 +189,10 @@ class ImageCheck:
 
 def check_image(path: Path) -> ImageCheck:
     """Decode ``path`` fully; its real size, or the reason it cannot be used."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with pil_open()(path) as im:
             im.load()
             width, height = im.size
             fmt = im.format

@@ -34,6 +34,7 @@ import yaml
 
 from hemotune.data.cache import build_once, entry_dir
 from hemotune.data.fingerprint import fingerprint_files
+from hemotune.data.images import pil_open
 from hemotune.data.report import DataReport
 from hemotune.data.voc import (
     IMAGE_SUFFIXES,
@@ -344,9 +345,9 @@ def _file_name(image: LabeledImage) -> str:
 def _place_image(image: LabeledImage, dst: Path) -> str:
     """Put the image at ``dst``: a hard link, else a copy; re-encoded when it needs repair."""
     if image.needs_reencode:
-        from PIL import Image, ImageOps
+        from PIL import ImageOps
 
-        with Image.open(image.image_path) as im:
+        with pil_open()(image.image_path) as im:
             ImageOps.exif_transpose(im).save(dst, "JPEG", subsampling=0, quality=100)
         return "re-encoded"
     try:

@@ -20,8 +20,9 @@ from typing import Any, ClassVar, Protocol
 
 Metrics = dict[str, float]
 
-#: The kinds a parameter may have, as written in YAML.
-PARAM_KINDS = ("float", "int", "str", "bool")
+#: The kinds a parameter may have, as written in YAML. ``list`` and ``mapping`` are for
+#: structured options (class lists, class maps); subclasses of ``ParamSpec`` refine their checks.
+PARAM_KINDS = ("float", "int", "str", "bool", "list", "mapping")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,10 @@ class ParamSpec:
     searchable: bool = True
     low_exclusive: bool = False
 
+    def __post_init__(self) -> None:
+        if self.kind not in PARAM_KINDS:
+            raise ValueError(f"unknown parameter kind {self.kind!r}; use one of {PARAM_KINDS}")
+
     def problems(self, value: Any) -> list[str]:
         """What is wrong with ``value`` for this parameter (empty when it is fine)."""
         if value is None:
@@ -56,6 +61,10 @@ class ParamSpec:
                 return [f"must be true or false, got {value!r}"]
         elif self.kind == "str" and not isinstance(value, str):
             return [f"must be a string, got {value!r}"]
+        elif self.kind == "list" and not isinstance(value, (list, tuple)):
+            return [f"must be a list, got {value!r}"]
+        elif self.kind == "mapping" and not isinstance(value, Mapping):
+            return [f"must be a mapping, got {value!r}"]
         if self.choices is not None and value not in self.choices:
             allowed = ", ".join(str(c) for c in self.choices)
             return [f"{value!r} is not allowed; allowed: {allowed}"]

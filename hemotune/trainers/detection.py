@@ -366,7 +366,7 @@ class YoloDetectionTrainer(Trainer):
     }
     dataset_options: ClassVar[Mapping[str, ParamSpec]] = {
         "classes": _ClassListSpec(
-            "str",
+            "list",
             "class names in id order, e.g. [RBC, WBC, Platelets] (default: VOC sorted, YOLO data.yaml order)",
             searchable=False,
         ),
