@@ -69,6 +69,8 @@ class TrialJob:
     tracking: TrialRunInfo
     objective: str
     mode: str
+    #: Data-loader worker processes per trial: the trial's CPUs minus the one that trains.
+    num_workers: int = 0
 
 
 @dataclass
@@ -159,6 +161,7 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
                 device=_trial_device(),
                 seed=int(params.get("seed", 0)),
                 trial_id=trial_id,
+                num_workers=job.num_workers,
             )
             summary = trainer.fit(params, report, trial_context)
     except Exception as exc:
@@ -488,6 +491,7 @@ def run_search(
         tracking=info,
         objective=space.objective.metric,
         mode=space.objective.mode,
+        num_workers=max(0, int(space.resources.cpu) - 1),
     )
     status = "FAILED"
     try:

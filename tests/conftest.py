@@ -9,6 +9,7 @@ services (mlflow server, moto) are reached directly through ``no_proxy``.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 for _var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
     os.environ[_var] = "http://127.0.0.1:9"
 os.environ["no_proxy"] = os.environ["NO_PROXY"] = "localhost,127.0.0.1,::1"
+_OWN_CACHE = "HEMOTUNE_CACHE_DIR" not in os.environ
 os.environ.setdefault("HEMOTUNE_CACHE_DIR", tempfile.mkdtemp(prefix="hemotune-test-cache-"))
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
@@ -54,3 +56,9 @@ def leukemia_dir() -> Path:
 @pytest.fixture(scope="session")
 def cache_dir() -> Path:
     return Path(os.environ["HEMOTUNE_CACHE_DIR"])
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the private cache this session created (converted datasets, Ultralytics settings)."""
+    if _OWN_CACHE:
+        shutil.rmtree(os.environ["HEMOTUNE_CACHE_DIR"], ignore_errors=True)
