@@ -278,7 +278,14 @@ def cmd_trainers(args: argparse.Namespace) -> int:
                 extra = f" choices: {', '.join(map(str, spec.choices))}" if spec.choices else ""
                 searchable = "" if spec.searchable else " (fixed only)"
                 console.print(f"  {pname} ({spec.kind}){searchable}: {spec.help}{extra}")
+            if trainer.dataset_options:
+                console.print(f"  dataset options (formats: {', '.join(trainer.dataset_formats)}):")
+                for oname, spec in sorted(trainer.dataset_options.items()):
+                    extra = f" choices: {', '.join(map(str, spec.choices))}" if spec.choices else ""
+                    console.print(f"    {oname} ({spec.kind}): {spec.help}{extra}")
             console.print(f"  metrics: {', '.join(trainer.metrics)}")
+            if trainer.metric_prefixes:
+                console.print(f"  per-class metrics: {', '.join(p + '<class>' for p in trainer.metric_prefixes)}")
     return EXIT_OK
 
 
