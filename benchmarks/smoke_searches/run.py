@@ -11,6 +11,7 @@ the CLI process and all its descendants (Ray's processes and the trials), sample
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -33,10 +34,8 @@ SEARCHES = {
 def tree_rss(proc: psutil.Process) -> int:
     total = 0
     for p in [proc, *proc.children(recursive=True)]:
-        try:
+        with contextlib.suppress(psutil.Error):
             total += p.memory_info().rss
-        except psutil.Error:
-            pass
     return total
 
 
@@ -63,10 +62,8 @@ def run_once(name: str, data: Path, results: Path, cache: Path) -> dict:
     ps = psutil.Process(proc.pid)
     peak = 0
     while proc.poll() is None:
-        try:
+        with contextlib.suppress(psutil.Error):
             peak = max(peak, tree_rss(ps))
-        except psutil.Error:
-            pass
         time.sleep(0.25)
     output = proc.stdout.read() if proc.stdout else ""
     wall = time.monotonic() - start
