@@ -12,6 +12,7 @@ from typing import Any
 from ray.tune import Callback
 
 from hemotune.config import SearchSpace
+from hemotune.tracking import fail_fast_http
 
 
 class TrackingCallback(Callback):
@@ -27,6 +28,7 @@ class TrackingCallback(Callback):
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
 
+    @fail_fast_http()  # runs in Tune's event loop: an unreachable server must not stall the search
     def _close(self, trial: Any, status: str, outcome: str) -> None:
         from hemotune.tracking import TAG_OUTCOME, client_for, find_child_run
 

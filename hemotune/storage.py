@@ -7,12 +7,25 @@ on S3 can be resumed from any machine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from hemotune.errors import UsageError
+
+#: Static AWS credentials as environment variables: Ray Tune copies exactly these from the
+#: driver into every trial's ``runtime_env``, which each node's runtime-env agent logs.
+AWS_CREDENTIAL_VARS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+)
 
 
 def is_uri(path: str) -> bool:
@@ -48,11 +61,28 @@ def filesystem(uri: str) -> tuple[Any, str]:
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         if region:
             kwargs["region"] = region
-        return pafs.S3FileSystem(**kwargs), uri[len("s3://") :]
+        if not kwargs:  # plain AWS, region unknown: from_uri looks up the bucket's region
+            fs, path = pafs.FileSystem.from_uri(uri)
+            return fs, path
+        return pafs.S3FileSystem(**kwargs), uri[len("s3://") :].rstrip("/")
     try:
         return pafs.FileSystem.from_uri(uri)
     except Exception as exc:  # pragma: no cover - depends on pyarrow build
         raise UsageError(f"unsupported storage URI {uri}: {exc}") from None
+
+
+def tune_storage(path: str) -> tuple[str, Any]:
+    """``(storage_path, storage_filesystem)`` for Ray Tune.
+
+    A URI becomes the path inside an explicit pyarrow file system, so a custom S3
+    endpoint travels (pickled, without credentials) to every node with the
+    storage context instead of depending on each node's environment. Local
+    paths are passed through with no file system.
+    """
+    if not is_uri(path):
+        return normalize_storage(path), None
+    fs, fs_path = filesystem(path)
+    return fs_path, fs
 
 
 def join(base: str, *parts: str) -> str:
@@ -96,3 +126,50 @@ def list_dirs(uri: str) -> list[str]:
         return []
     selector = pafs.FileSelector(path, recursive=False)
     return sorted(i.base_name for i in fs.get_file_info(selector) if i.type == pafs.FileType.Directory)
+
+
+@contextlib.contextmanager
+def aws_credentials_out_of_environment() -> Iterator[None]:
+    """Keep static AWS credentials in this process's reach but out of its environment.
+
+    Ray Tune (2.60, ``tune/execution/class_cache.py``) copies ``AWS_ACCESS_KEY_ID``,
+    ``AWS_SECRET_ACCESS_KEY`` and ``AWS_SESSION_TOKEN`` from the driver's
+    environment into the ``runtime_env`` of every trial actor; every node's
+    runtime-env agent then writes them to its log, and the GCS keeps them. For
+    the duration of the block they live instead in a private shared-credentials
+    file (a 0700 folder, a 0600 file, deleted afterwards) that the standard AWS
+    chain (boto3, pyarrow) finds through ``AWS_SHARED_CREDENTIALS_FILE``. Trials on
+    other nodes use those nodes' own credentials (an instance profile); a local
+    Ray started inside the block inherits the file's path, not the secrets.
+    Create S3 clients and file systems inside the block.
+    """
+    found = {name: os.environ[name] for name in AWS_CREDENTIAL_VARS if os.environ.get(name)}
+    if not found.get("AWS_ACCESS_KEY_ID") or not found.get("AWS_SECRET_ACCESS_KEY"):
+        yield
+        return
+    saved = {name: os.environ.get(name) for name in (*AWS_CREDENTIAL_VARS, "AWS_SHARED_CREDENTIALS_FILE")}
+    folder = Path(tempfile.mkdtemp(prefix="hemotune-aws-"))  # mode 0700
+    path = folder / "credentials"
+    lines = [
+        f"[{os.environ.get('AWS_PROFILE') or 'default'}]",
+        f"aws_access_key_id = {found['AWS_ACCESS_KEY_ID']}",
+        f"aws_secret_access_key = {found['AWS_SECRET_ACCESS_KEY']}",
+    ]
+    token = found.get("AWS_SESSION_TOKEN") or found.get("AWS_SECURITY_TOKEN")
+    if token:
+        lines.append(f"aws_session_token = {token}")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write("\n".join(lines) + "\n")
+    for name in AWS_CREDENTIAL_VARS:
+        os.environ.pop(name, None)
+    os.environ["AWS_SHARED_CREDENTIALS_FILE"] = str(path)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(folder, ignore_errors=True)

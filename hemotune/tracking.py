@@ -106,7 +106,10 @@ def fail_fast_http(max_retries: int = 0, timeout_s: int = 5) -> Iterator[None]:
     this and leaves the rest to reconciliation. MLflow reads these variables at
     each request.
     """
-    names = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(max_retries), "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s)}
+    names = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(max_retries),
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s),
+    }
     saved = {name: os.environ.get(name) for name in names}
     os.environ.update(names)
     try:

@@ -495,7 +495,8 @@ def run_search(
     )
     status = "FAILED"
     try:
-        with _ray_session(settings):
+        # Ray Tune would copy AWS_* credentials from this environment into every trial's runtime_env.
+        with storage.aws_credentials_out_of_environment(), _ray_session(settings):
             from ray import tune
 
             if settings.resume:

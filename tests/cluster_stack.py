@@ -1,0 +1,360 @@
+"""A real distributed stack on one machine, for tests: S3 (moto_server), an MLflow server, a multi-node Ray.
+
+Everything listens on and talks to loopback addresses only. Ray turns ``127.0.0.1``
+into the machine's network address (it wants an address other hosts can reach),
+so the Ray nodes use ``127.0.0.2``, ``127.0.0.3``, ... instead: Ray leaves those
+alone and Linux routes all of 127.0.0.0/8 over the loopback interface. Giving
+every node its own address also makes a trial's node visible in Tune's
+``node_ip`` and in the ``hemotune.node_ip`` tag.
+
+Each service is one ``Popen`` (``ray start --block`` keeps a node's raylet, agents
+and workers as its descendants instead of daemonising them) and is ended by
+killing exactly that process tree, by PID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+BIN = Path(sys.executable).parent
+#: Ray notices a dead node after about 3 s instead of about 30 s (set on the head: the GCS reads it).
+FAST_NODE_DEATH = {
+    "RAY_health_check_initial_delay_ms": "1000",
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_timeout_ms": "1000",
+    "RAY_health_check_failure_threshold": "3",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Service:
+    """A started process and every descendant it ever had, ended together by PID."""
+
+    def __init__(
+        self, name: str, args: list[str], log_dir: Path, env: dict[str, str], cwd: Path | None = None
+    ) -> None:
+        self.name = name
+        self.args = args
+        self.log = log_dir / f"{name}.log"
+        self._fh = self.log.open("a")
+        self.started = time.time()
+        self.proc = subprocess.Popen(args, stdout=self._fh, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        self.seen: dict[int, psutil.Process] = {self.proc.pid: psutil.Process(self.proc.pid)}
+
+    def snapshot(self) -> list[psutil.Process]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for child in psutil.Process(self.proc.pid).children(recursive=True):
+                self.seen.setdefault(child.pid, child)
+        return [p for p in self.seen.values() if _alive(p)]
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        self._fh.flush()
+        return self.log.read_text(errors="replace")
+
+    def kill(self, sig: int = signal.SIGKILL) -> list[int]:
+        """Signal the whole tree (snapshot first, so nothing escapes by reparenting); returns the PIDs."""
+        procs = self.snapshot()
+        # Our own child is signalled and reaped through Popen, so its return code stays true.
+        others = [p for p in procs if p.pid != self.proc.pid]
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        for proc in others:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                proc.send_signal(sig)
+        psutil.wait_procs(others, timeout=15)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=15)
+        self._fh.flush()
+        return [p.pid for p in procs]
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.2) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with contextlib.suppress(Exception):
+            if predicate():
+                return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
+    with opener.open(url, timeout=timeout) as response:
+        return 200 <= int(response.status) < 500
+
+
+# ----------------------------------------------------------------------------- services
+
+
+class S3Server:
+    """``moto_server`` on a loopback port: a real S3 HTTP endpoint."""
+
+    def __init__(self, root: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.service = Service(
+            "moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)], root, env
+        )
+        wait_for(lambda: http_ok(f"{self.endpoint}/moto-api/"), 30, "moto_server")
+
+
+class MlflowServer:
+    """``mlflow server`` (one worker) with a SQLite backend, proxying artifacts to S3; restartable on its port."""
+
+    def __init__(self, root: Path, env: dict[str, str], artifacts_destination: str) -> None:
+        self.root = root
+        self.env = env
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.backend = f"sqlite:///{root / 'mlflow.db'}"
+        self.artifacts_destination = artifacts_destination
+        self.service: Service | None = None
+        self.starts: list[float] = []  # seconds each start took to become healthy
+        self.start(wait=False)
+
+    def start(self, wait: bool = True) -> float:
+        self._began = time.time()
+        args = [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            self.backend,
+            "--artifacts-destination",
+            self.artifacts_destination,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+        ]
+        self.service = Service(f"mlflow-{len(self.starts)}", args, self.root, self.env, cwd=self.root)
+        return self.wait_healthy() if wait else 0.0
+
+    def wait_healthy(self) -> float:
+        wait_for(lambda: http_ok(f"{self.uri}/health"), 120, "the MLflow server", interval=0.5)
+        self.starts.append(time.time() - self._began)
+        return self.starts[-1]
+
+    def stop(self) -> None:
+        if self.service is not None:
+            self.service.kill()
+            self.service = None
+
+
+class RayCluster:
+    """A head node and worker nodes, each a ``ray start --block`` with its own address and temp dir."""
+
+    def __init__(self, root: Path, env: dict[str, str]) -> None:
+        self.root = root
+        self.env = env
+        self.port = free_port()
+        self.address = f"127.0.0.2:{self.port}"
+        self.nodes: dict[str, Service] = {}
+        self.node_env: dict[str, dict[str, str]] = {}
+        self.ip: dict[str, str] = {}
+        self._next_ip = 3
+
+    def _start(self, name: str, ip: str, args: list[str], env: dict[str, str]) -> Service:
+        temp_dir = self.root / name
+        temp_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            str(BIN / "ray"),
+            "start",
+            "--block",
+            "--node-ip-address",
+            ip,
+            "--temp-dir",
+            str(temp_dir),
+            "--disable-usage-stats",
+            "--object-store-memory",
+            str(100 * 1024 * 1024),
+            *args,
+        ]
+        service = Service(name, cmd, self.root, {**self.env, **env})
+        self.nodes[name] = service
+        self.node_env[name] = env
+        self.ip[name] = ip
+        return service
+
+    def _wait_started(self, name: str) -> None:
+        service = self.nodes[name]
+        wait_for(
+            lambda: "Ray runtime started" in service.output() or not service.alive(), 120, f"Ray node {name}"
+        )
+        assert service.alive(), service.output()
+        wait_for(lambda: self.node_id(name), 30, f"the raylet of {name}")
+
+    def start_head(self) -> None:
+        args = ["--head", "--port", str(self.port), "--num-cpus", "0", "--include-dashboard=false"]
+        self._start("head", "127.0.0.2", args, dict(FAST_NODE_DEATH))
+        self._wait_started("head")
+
+    def add_workers(self, workers: dict[str, dict[str, str]], num_cpus: int = 1) -> None:
+        """Start worker nodes (name -> extra environment) in parallel; each gets a custom resource ``name``."""
+        for name, env in workers.items():
+            ip = f"127.0.0.{self._next_ip}"
+            self._next_ip += 1
+            args = [
+                "--address",
+                self.address,
+                "--num-cpus",
+                str(num_cpus),
+                "--resources",
+                json.dumps({name: 1}),
+            ]
+            self._start(name, ip, args, dict(env))
+        for name in workers:
+            self._wait_started(name)
+
+    def node_id(self, name: str) -> str | None:
+        """The Ray node id of node ``name``, read from its raylet's command line."""
+        for proc in self.nodes[name].snapshot():
+            with contextlib.suppress(psutil.Error):
+                if proc.name() == "raylet":
+                    match = re.search(r"--node_id=([0-9a-f]+)", " ".join(proc.cmdline()))
+                    if match:
+                        return match.group(1)
+        return None
+
+    def name_of(self, node_id: str) -> str | None:
+        return next((n for n in self.nodes if self.node_id(n) == node_id), None)
+
+    def kill_node(self, name: str) -> list[int]:
+        """SIGKILL every process of node ``name`` (the node is lost, as when a machine dies)."""
+        return self.nodes[name].kill()
+
+    def stop(self) -> None:
+        for name in reversed(list(self.nodes)):
+            self.nodes[name].kill()
+
+
+# ----------------------------------------------------------------------------- the whole stack
+
+
+class Stack:
+    """S3 + MLflow server + Ray cluster with two worker nodes; every credential a recognisable fake."""
+
+    bucket = "hemotune-it"
+
+    def __init__(self) -> None:
+        # Short root: Ray's unix socket paths under it must stay below 108 characters.
+        self.root = Path(tempfile.mkdtemp(prefix="ht-", dir="/tmp"))
+        self.secret = f"hemotune-FAKE-SECRET-{secrets.token_hex(8)}"
+        self.key_id = f"hemotune-FAKE-KEYID-{secrets.token_hex(6)}"
+        (self.root / "ray_token").write_text(secrets.token_hex(32))
+        self.driver_cache = self.root / "cache-driver"
+        self.env: dict[str, str] = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": self.key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(self.root / "ray_token"),
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "HEMOTUNE_CACHE_DIR": str(self.driver_cache),
+        }
+        for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+            assert self.env.get(var) == "http://127.0.0.1:9", "tests/conftest.py must set the loopback proxy"
+        self.services: list[Any] = []
+        self.timings: dict[str, float] = {}
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        began = time.time()
+        self.s3 = S3Server(self.root, self.env)
+        self.env.update(AWS_ENDPOINT_URL=self.s3.endpoint, MLFLOW_S3_ENDPOINT_URL=self.s3.endpoint)
+        self.client().create_bucket(Bucket=self.bucket)
+        self.timings["s3_start_s"] = time.time() - began
+        self.mlflow = MlflowServer(self.root, self.env, f"s3://{self.bucket}/mlflow")  # starts meanwhile
+        began = time.time()
+        self.ray = RayCluster(self.root / "ray", self.env)
+        self.ray.start_head()
+        self.ray.add_workers({name: self.worker_env(name) for name in ("node1", "node2")})
+        self.timings["ray_start_s"] = time.time() - began
+        self.timings["mlflow_start_s"] = self.mlflow.wait_healthy()
+
+    def worker_env(self, name: str) -> dict[str, str]:
+        return {"HEMOTUNE_CACHE_DIR": str(self.node_cache(name))}
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.s3.endpoint,
+            aws_access_key_id=self.key_id,
+            aws_secret_access_key=self.secret,
+            region_name="us-east-1",
+        )
+
+    def keys(self, prefix: str = "") -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+    def read(self, key: str) -> bytes:
+        return bytes(self.client().get_object(Bucket=self.bucket, Key=key)["Body"].read())
+
+    def node_cache(self, name: str) -> Path:
+        return self.root / f"cache-{name}"
+
+    def stop(self) -> None:
+        for part in ("ray", "mlflow", "s3"):
+            obj = getattr(self, part, None)
+            if obj is None:
+                continue
+            with contextlib.suppress(Exception):
+                if part == "s3":
+                    obj.service.kill()
+                else:
+                    obj.stop()
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_stack() -> Iterator[Stack]:
+    stack = Stack()
+    try:
+        yield stack
+    finally:
+        stack.stop()

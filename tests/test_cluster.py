@@ -1,0 +1,474 @@
+"""Distributed searches for real: a 3-node Ray cluster, an MLflow server, S3 -- and things killed mid-search.
+
+One module-scoped stack (see ``cluster_stack.py``): a head node with no CPUs (it
+only coordinates, like the head of cluster/cluster.yaml) and two 1-CPU worker
+nodes, each with its own temp dir, address and hemotune cache; ``mlflow server
+--workers 1`` with a SQLite backend proxying artifacts to S3; ``moto_server`` as
+the S3 endpoint. Tune's storage, the dataset and MLflow's artifacts are all in
+the bucket. AWS credentials are recognisable fakes, and the last test searches
+everything the searches produced for them.
+
+Every after-state is checked the same way: each trial completed exactly once,
+epoch histories continuous, no run left RUNNING, every epoch Tune recorded is in
+MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cluster_stack import Service, Stack, wait_for
+from helpers import REPO, epoch_steps, mlflow_client, search_tree, synthetic_space_file
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+
+DATA_FILES = {"README": "synthetic curves need no data\n", "a/one.txt": "1\n" * 100, "b/two.bin": "2" * 5000}
+TIMINGS: dict[str, Any] = {}
+DRIVER_LOGS: list[Path] = []
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    began = time.time()
+    stack = Stack()
+    TIMINGS.update(stack.timings, stack_start_s=time.time() - began)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        print(
+            f"\ncluster test timings: {json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in TIMINGS.items()})}"
+        )
+        stack.remove()
+
+
+@pytest.fixture(scope="module")
+def data_uri(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> str:
+    from hemotune.data.remote import upload_dataset
+
+    local = tmp_path_factory.mktemp("dataset")
+    for name, text in DATA_FILES.items():
+        (local / name).parent.mkdir(parents=True, exist_ok=True)
+        (local / name).write_text(text)
+    uri = f"s3://{stack.bucket}/datasets/synthetic"
+    assert upload_dataset(local, uri, client=stack.client()) == len(DATA_FILES)
+    return uri
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def space_file(
+    tmp: Path,
+    name: str,
+    data_uri: str,
+    *,
+    epochs: int,
+    samples: int,
+    concurrent: int = 2,
+    seconds: float = 0.5,
+    max_failures: int = 0,
+    points: list[dict[str, Any]] | None = None,
+) -> Path:
+    return synthetic_space_file(
+        tmp,
+        name=name,
+        dataset={"path": data_uri, "expect_files": len(DATA_FILES)},
+        fixed={"seconds_per_epoch": seconds},
+        budget={
+            "num_samples": samples,
+            "max_concurrent": concurrent,
+            "epochs": epochs,
+            "grace_period": epochs,
+            "reduction_factor": 2,
+            "max_failures": max_failures,
+        },
+        resources={"cpu": 1},
+        **({"points_to_evaluate": points} if points is not None else {}),
+    )
+
+
+def results_dir(stack: Stack) -> str:
+    return f"s3://{stack.bucket}/tune"
+
+
+def search_args(stack: Stack, space: Path, tmp: Path) -> list[str]:
+    return [
+        "search",
+        str(space),
+        "--address",
+        stack.ray.address,
+        "--results-dir",
+        results_dir(stack),
+        "--tracking-uri",
+        stack.mlflow.uri,
+        "--local-dir",
+        str(tmp / "local"),
+        "--no-progress",
+    ]
+
+
+def start_driver(
+    stack: Stack,
+    name: str,
+    args: list[str],
+    tmp: Path,
+    script: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> Service:
+    """``hemotune ARGS`` (or ``python SCRIPT ARGS``) as a process tree this test ends by PID."""
+    command = [sys.executable, str(script)] if script else [sys.executable, "-m", "hemotune"]
+    log_name = f"driver-{name}-{int(time.time() * 1000)}"
+    driver = Service(log_name, [*command, *args], tmp, {**stack.env, **(env or {})}, cwd=tmp)
+    DRIVER_LOGS.append(driver.log)
+    return driver
+
+
+def wait_driver(driver: Service, timeout: float) -> int:
+    try:
+        return driver.proc.wait(timeout=timeout)
+    except Exception:
+        driver.kill()
+        raise AssertionError(f"driver did not finish in {timeout}s:\n{driver.output()[-4000:]}") from None
+
+
+def experiment_prefix(stack: Stack, name: str) -> str:
+    """The S3 prefix of the (single) Tune experiment of search ``name``."""
+    roots = {k.split("/")[1] for k in stack.keys("tune/") if k.split("/")[1].startswith(f"{name}-")}
+    assert len(roots) == 1, roots
+    return f"tune/{roots.pop()}"
+
+
+def tune_results(stack: Stack, prefix: str) -> dict[str, list[dict[str, Any]]]:
+    """trial id -> the result rows Tune stored in S3 (one per reported epoch)."""
+    out = {}
+    for key in stack.keys(prefix + "/"):
+        match = re.fullmatch(rf"{re.escape(prefix)}/trial_([^/]+)/result\.json", key)
+        if match:
+            out[match.group(1)] = [
+                json.loads(line) for line in stack.read(key).decode().splitlines() if line.strip()
+            ]
+    return out
+
+
+def assert_complete(stack: Stack, name: str, *, samples: int, epochs: int) -> tuple[Any, list[Any]]:
+    """Each trial completed exactly once; MLflow holds one FINISHED run per trial with every epoch."""
+    parent, children = search_tree(stack.mlflow.uri, name)
+    assert parent.info.status == "FINISHED", parent.info.status
+    results = tune_results(stack, experiment_prefix(stack, name))
+    assert len(results) == samples, sorted(results)
+    for trial_id, rows in results.items():
+        assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1)), (
+            trial_id,
+            [r["epoch"] for r in rows],
+        )
+    trial_ids = [r.data.tags["hemotune.trial_id"] for r in children]
+    assert sorted(trial_ids) == sorted(results), "one MLflow child run per Tune trial"
+    for run in children:
+        assert run.info.status == "FINISHED", (run.info.run_name, run.info.status)
+        assert run.data.tags.get("hemotune.outcome") == "completed"
+        for key in ("epoch", "val/score", "train/loss"):
+            assert epoch_steps(stack.mlflow.uri, run.info.run_id, key) == list(range(1, epochs + 1)), (
+                run.info.run_name,
+                key,
+            )
+        rows = results[run.data.tags["hemotune.trial_id"]]
+        logged = {
+            int(m.step): m.value
+            for m in mlflow_client(stack.mlflow.uri).get_metric_history(run.info.run_id, "val/score")
+        }
+        assert logged == pytest.approx({int(r["epoch"]): r["val/score"] for r in rows}), (
+            "MLflow and Tune disagree"
+        )
+    return parent, children
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+def test_submit_script_runs_a_search_spread_over_nodes_with_state_and_artifacts_in_s3(
+    stack: Stack, data_uri: str, tmp_path: Path
+) -> None:
+    """cluster/hemotune_submit.py (what `ray submit` runs) drives a search over the 3-node cluster."""
+    name = "dist_spread"
+    samples, epochs = 4, 3
+    space = space_file(tmp_path, name, data_uri, epochs=epochs, samples=samples)
+    env = {
+        "RAY_ADDRESS": stack.ray.address,
+        "HEMOTUNE_RESULTS_DIR": results_dir(stack),
+        "HEMOTUNE_TRACKING_URI": stack.mlflow.uri,
+    }
+    began = time.time()
+    args = [str(space), "--local-dir", str(tmp_path / "local")]
+    driver = start_driver(
+        stack, name, args, tmp_path, script=REPO / "cluster" / "hemotune_submit.py", env=env
+    )
+    code = wait_driver(driver, 240)
+    TIMINGS["spread_search_s"] = time.time() - began
+    output = driver.output()
+    assert code == 0, output[-4000:]
+    assert f"--address {stack.ray.address}" in output and f"--tracking-uri {stack.mlflow.uri}" in output
+
+    parent, children = assert_complete(stack, name, samples=samples, epochs=epochs)
+    nodes = {stack.ray.name_of(r.data.tags["hemotune.node_id"]) for r in children}
+    assert nodes == {"node1", "node2"}, nodes  # the CPU-less head runs no trial
+    assert {r.data.tags["hemotune.node_ip"] for r in children} == {"127.0.0.3", "127.0.0.4"}
+    assert all(r.data.tags["hemotune.gpu_ids"] == "none" for r in children)
+
+    prefix = experiment_prefix(stack, name)
+    keys = stack.keys(prefix + "/")
+    assert f"{prefix}/hemotune_search.json" in keys
+    assert f"{prefix}/tuner.pkl" in keys
+    assert any(re.fullmatch(rf"{prefix}/experiment_state-.*\.json", k) for k in keys)
+    for run in children:
+        trial_dir = f"{prefix}/trial_{run.data.tags['hemotune.trial_id']}"
+        checkpoints = [
+            k for k in keys if k.startswith(trial_dir + "/checkpoint_") and k.endswith("/state.json")
+        ]
+        assert checkpoints, f"no checkpoint of {trial_dir} in S3"
+    assert json.loads(stack.read(f"{prefix}/hemotune_search.json"))["status"] == "finished"
+
+    # MLflow artifacts went through the server into the bucket.
+    experiment = mlflow_client(stack.mlflow.uri).get_experiment_by_name(name)
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")
+    artifact_keys = stack.keys(f"mlflow/{experiment.experiment_id}/")
+    assert any(k.endswith(f"{parent.info.run_id}/artifacts/config/search_space.yaml") for k in artifact_keys)
+    for run in children:
+        assert any(k.endswith(f"{run.info.run_id}/artifacts/weights/best.json") for k in artifact_keys), (
+            run.info.run_name
+        )
+
+    # The dataset was fetched once by the driver and once per worker node, however many trials ran there.
+    per_node = {
+        n: sum(1 for r in children if stack.ray.name_of(r.data.tags["hemotune.node_id"]) == n) for n in nodes
+    }
+    assert max(per_node.values()) >= 2, per_node
+    for cache in [stack.driver_cache, *(stack.node_cache(n) for n in nodes)]:
+        fetches = [json.loads(line) for line in (cache / "s3" / "fetch-log.jsonl").read_text().splitlines()]
+        assert len(fetches) == 1, (cache, fetches)
+        assert fetches[0]["downloaded"] == len(DATA_FILES) and fetches[0]["uri"] == data_uri
+
+
+def test_a_worker_node_lost_mid_trial_costs_one_trial_at_most_one_epoch(
+    stack: Stack, data_uri: str, tmp_path: Path
+) -> None:
+    """SIGKILL of every process of the node running a trial: the trial resumes from its S3 checkpoint elsewhere."""
+    name = "dist_node_loss"
+    samples, epochs = 2, 8
+    points = [{"lr": 0.01, "plateau": 1.0}, {"lr": 0.02, "plateau": 0.9}]
+    space = space_file(
+        tmp_path, name, data_uri, epochs=epochs, samples=samples, seconds=0.7, max_failures=2, points=points
+    )
+    driver = start_driver(stack, name, search_args(stack, space, tmp_path), tmp_path)
+    try:
+        victim: dict[str, Any] = {}
+
+        def a_trial_is_midway() -> bool:
+            _, children = search_tree(stack.mlflow.uri, name)
+            for run in children:
+                done = epoch_steps(stack.mlflow.uri, run.info.run_id)
+                if len(done) >= 3 and "hemotune.node_id" in run.data.tags:
+                    victim.update(
+                        trial=run.data.tags["hemotune.trial_id"], node_id=run.data.tags["hemotune.node_id"]
+                    )
+                    return True
+            assert driver.alive(), driver.output()[-3000:]
+            return False
+
+        wait_for(a_trial_is_midway, 120, "a trial at epoch 3")
+        node = stack.ray.name_of(victim["node_id"])
+        assert node in ("node1", "node2"), victim
+        killed_ip = stack.ray.ip[node]
+        killed_at = time.time()
+        stack.ray.kill_node(node)
+        logged_before_loss = len(epoch_steps(stack.mlflow.uri, victim_run_id(stack, name, victim["trial"])))
+        stack.ray.add_workers(
+            {"node3": stack.worker_env("node3")}
+        )  # capacity back for the rest of the module
+        code = wait_driver(driver, 240)
+        TIMINGS["node_loss_search_s"] = time.time() - killed_at
+    finally:
+        driver.kill()
+    assert code == 0, driver.output()[-4000:]
+
+    _, children = assert_complete(stack, name, samples=samples, epochs=epochs)
+    run = next(r for r in children if r.data.tags["hemotune.trial_id"] == victim["trial"])
+    assert run.data.tags.get("hemotune.restarted") == "true"
+    assert run.data.tags["hemotune.node_id"] != victim["node_id"], "the trial finished on the dead node?"
+    rows = tune_results(stack, experiment_prefix(stack, name))[victim["trial"]]
+    restarts = [r for r in rows if int(r["iterations_since_restore"]) == 1 and int(r["epoch"]) > 1]
+    assert len(restarts) == 1, [(r["epoch"], r["iterations_since_restore"], r["node_ip"]) for r in rows]
+    resumed_at = int(restarts[0]["epoch"])  # the first epoch after the restored checkpoint
+    # The trial logs an epoch, then reports it with its checkpoint: killed in between, that epoch is redone.
+    assert logged_before_loss <= resumed_at <= logged_before_loss + 1, (logged_before_loss, resumed_at)
+    assert {r["node_ip"] for r in rows if int(r["epoch"]) < resumed_at} == {killed_ip}
+    assert killed_ip not in {r["node_ip"] for r in rows if int(r["epoch"]) >= resumed_at}
+    # Each epoch reported exactly once (checked in assert_complete): the work lost was the epoch in flight.
+    TIMINGS["node_loss_epochs_redone"] = logged_before_loss + 1 - resumed_at
+
+
+def victim_run_id(stack: Stack, name: str, trial_id: str) -> str:
+    _, children = search_tree(stack.mlflow.uri, name)
+    return next(r.info.run_id for r in children if r.data.tags["hemotune.trial_id"] == trial_id)
+
+
+def test_a_killed_driver_resumes_from_the_s3_experiment_state(
+    stack: Stack, data_uri: str, tmp_path: Path
+) -> None:
+    """SIGKILL of `hemotune search --address ...`; `--resume` continues from S3 without re-running finished trials."""
+    name = "dist_driver_kill"
+    samples, epochs = 6, 3
+    space = space_file(tmp_path, name, data_uri, epochs=epochs, samples=samples)
+    args = search_args(stack, space, tmp_path)
+    first = start_driver(stack, name, args, tmp_path)
+    synced_at: dict[str, float] = {}
+    try:
+        wait_for(lambda: experiment_prefix(stack, name), 90, "the experiment in S3", interval=0.5)
+        prefix = experiment_prefix(stack, name)
+
+        def two_trials_synced() -> bool:
+            assert first.alive(), first.output()[-3000:]
+            for trial, rows in tune_results(stack, prefix).items():
+                if len(rows) == epochs:
+                    synced_at.setdefault(trial, time.time())
+            return len(synced_at) >= 2
+
+        wait_for(two_trials_synced, 180, "two finished trials synced to S3", interval=0.5)
+        first.kill()  # SIGKILL of the driver (its whole process tree: the cluster lives on)
+    finally:
+        first.kill()
+    assert first.proc.returncode == -signal.SIGKILL
+    # State sync lag: MLflow's end time of a trial vs. its complete results appearing in S3 (polled every 0.5 s).
+    _, children = search_tree(stack.mlflow.uri, name)
+    ends = {r.data.tags["hemotune.trial_id"]: r.info.end_time / 1000 for r in children if r.info.end_time}
+    lags = [synced_at[t] - ends[t] for t in synced_at if t in ends]
+    TIMINGS["state_sync_lag_s"] = [round(lag, 1) for lag in lags]
+    before = tune_results(stack, prefix)
+    finished_before = {t for t, rows in before.items() if len(rows) == epochs}
+    assert len(finished_before) >= 2
+
+    began = time.time()
+    second = start_driver(stack, name + "-resume", [*args, "--resume"], tmp_path)
+    try:
+        code = wait_driver(second, 300)
+    finally:
+        second.kill()
+    TIMINGS["resume_search_s"] = time.time() - began
+    assert code == 0, second.output()[-4000:]
+    assert "resuming" in second.output()
+    after = tune_results(stack, prefix)
+    for trial in finished_before:
+        assert after[trial] == before[trial], f"{trial} was re-run"
+    assert_complete(stack, name, samples=samples, epochs=epochs)
+    assert json.loads(stack.read(f"{prefix}/hemotune_search.json"))["status"] == "finished"
+
+
+def test_trials_keep_training_while_the_mlflow_server_is_down(
+    stack: Stack, data_uri: str, tmp_path: Path
+) -> None:
+    """The MLflow server stopped mid-search and restarted on its port and backend: no epoch stalls, none is lost."""
+    name = "dist_mlflow_outage"
+    samples, epochs, seconds = 2, 18, 0.5
+    space = space_file(tmp_path, name, data_uri, epochs=epochs, samples=samples, seconds=seconds)
+    driver = start_driver(stack, name, search_args(stack, space, tmp_path), tmp_path)
+    try:
+
+        def both_trials_logging() -> bool:
+            assert driver.alive(), driver.output()[-3000:]
+            _, children = search_tree(stack.mlflow.uri, name)
+            return len(children) == 2 and all(
+                len(epoch_steps(stack.mlflow.uri, r.info.run_id)) >= 2 for r in children
+            )
+
+        wait_for(both_trials_logging, 120, "both trials logging epochs", interval=0.5)
+        down_at = time.time()
+        stack.mlflow.stop()
+        time.sleep(3)
+        restart_s = stack.mlflow.start()
+        up_at = time.time()
+        code = wait_driver(driver, 240)
+    finally:
+        driver.kill()
+    TIMINGS["mlflow_restart_s"] = round(restart_s, 1)
+    TIMINGS["mlflow_outage_s"] = round(up_at - down_at, 1)
+    assert code == 0, driver.output()[-4000:]
+    assert_complete(stack, name, samples=samples, epochs=epochs)
+    rows = [r for trial in tune_results(stack, experiment_prefix(stack, name)).values() for r in trial]
+    during = [r for r in rows if down_at + 1 < float(r["timestamp"]) < up_at - 1]
+    assert len(during) >= 4, "the trials did not train while MLflow was down"
+    slowest = max(float(r["time_this_iter_s"]) for r in during)
+    TIMINGS["slowest_epoch_during_outage_s"] = round(slowest, 2)
+    assert slowest < seconds + 3.0, f"an epoch took {slowest:.1f}s while MLflow was down"
+
+
+def test_hemotune_sync_rebuilds_the_mlflow_tree_from_tune_results_in_s3(stack: Stack, tmp_path: Path) -> None:
+    """`hemotune sync` re-creates missing child runs and epochs from Tune's results in S3 (after an outage at the end)."""
+    name = "dist_mlflow_outage"  # the search of the previous test
+    client = mlflow_client(stack.mlflow.uri)
+    _, children = search_tree(stack.mlflow.uri, name)
+    lost = children[0]
+    client.delete_run(lost.info.run_id)  # as if its run never reached the server
+    sync = start_driver(
+        stack,
+        "sync",
+        ["sync", name, "--results-dir", results_dir(stack), "--tracking-uri", stack.mlflow.uri],
+        tmp_path,
+    )
+    code = wait_driver(sync, 120)
+    assert code == 0, sync.output()[-3000:]
+    assert re.search(r"(\d+) epochs filled in, 1 runs created", sync.output()), sync.output()[-2000:]
+    _, rebuilt = assert_complete(stack, name, samples=2, epochs=18)
+    recreated = next(
+        r for r in rebuilt if r.data.tags["hemotune.trial_id"] == lost.data.tags["hemotune.trial_id"]
+    )
+    assert recreated.info.run_id != lost.info.run_id
+    assert float(recreated.data.params["lr"]) == pytest.approx(float(lost.data.params["lr"]))
+
+
+def _contains(data: bytes, needles: list[bytes]) -> list[bytes]:
+    return [n for n in needles if n in data]
+
+
+def test_no_credential_appears_in_mlflow_s3_logs_or_output(stack: Stack) -> None:
+    """The fake AWS secret (and key id) planted in every process's environment is nowhere in what the searches left.
+
+    Without ``storage.aws_credentials_out_of_environment`` this fails: Ray Tune copies the driver's
+    AWS_* variables into every trial's runtime_env, and each node's runtime-env agent logs them.
+    The one expected place of the key id (not the secret) is the S3 server's own access log:
+    the presigned URLs MLflow's server hands out for downloads carry it (X-Amz-Credential).
+    """
+    from mlflow.entities import ViewType
+
+    needles = [stack.secret.encode(), stack.key_id.encode()]
+    hits: list[str] = []
+    client = mlflow_client(stack.mlflow.uri)
+    runs = [
+        run
+        for exp in client.search_experiments(view_type=ViewType.ALL)
+        for run in client.search_runs([exp.experiment_id], run_view_type=ViewType.ALL, max_results=5000)
+    ]
+    assert len(runs) >= 4, "the searches of this module should have left runs"
+    for run in runs:
+        fields = [*run.data.params.items(), *run.data.tags.items(), *((k, "") for k in run.data.metrics)]
+        hits += [f"run {run.info.run_id} {k}" for k, v in fields if _contains(f"{k}={v}".encode(), needles)]
+    keys = stack.keys()
+    assert any(k.startswith("mlflow/") for k in keys) and any(k.startswith("tune/") for k in keys)
+    hits += [f"s3://{stack.bucket}/{k}" for k in keys if _contains(stack.read(k), needles)]
+    for log in DRIVER_LOGS:
+        hits += [f"{log}: {needle.decode()}" for needle in _contains(log.read_bytes(), needles)]
+    scanned = 0
+    for path in stack.root.rglob("*"):  # Ray session logs of every node, service logs, the MLflow database
+        if path.is_file() and not path.is_symlink() and path.name != "ray_token":
+            scanned += 1
+            found = _contains(path.read_bytes(), needles if path != stack.s3.service.log else needles[:1])
+            hits += [f"{path}: {needle.decode()}" for needle in found]
+    assert scanned > 50, "Ray's session logs were not found"
+    assert not hits, hits
