@@ -50,6 +50,8 @@ TAG_DATASET = "hemotune.dataset_hash"
 TAG_SPACE = "hemotune.space_hash"
 TAG_OUTCOME = "hemotune.outcome"
 _MAX_PARAM_LEN = 6000
+#: First back-off of a trial's MLflow logging after a failure (seconds).
+FIRST_RETRY_S = 5.0
 _BAD_KEY_CHARS = re.compile(r"[^0-9A-Za-z_\-./ :]")
 
 
@@ -322,6 +324,10 @@ class TrialRun:
     _pending_tags: dict[str, str] = field(default_factory=dict)
     _failing_since: float | None = None
     _stash: Path | None = None
+    #: After a failed flush, epochs do not try again for this long (doubling up to 120 s): a
+    #: server that accepts connections but does not answer costs a whole request timeout per try.
+    _retry_after_s: float = FIRST_RETRY_S
+    _next_try: float = 0.0
 
     @property
     def client(self) -> Any:
@@ -399,8 +405,14 @@ class TrialRun:
         shutil.copyfile(path, target)
         return target
 
-    def flush(self) -> bool:
-        """Send everything pending; on failure keep it for the next call. True when nothing is pending."""
+    def flush(self, *, force: bool = False) -> bool:
+        """Send everything pending; on failure keep it for the next call. True when nothing is pending.
+
+        While MLflow is failing, calls within the back-off window return False at once
+        (unless ``force``), so training goes on at full speed.
+        """
+        if self._failing_since is not None and not force and time.time() < self._next_try:
+            return False
         try:
             run_id = self._ensure_run()
             client = self.client
@@ -424,9 +436,13 @@ class TrialRun:
         except Exception as exc:
             if self._failing_since is None:
                 self._failing_since = time.time()
+                self._retry_after_s = FIRST_RETRY_S
                 log.warning(
                     "MLflow logging for trial %s is failing (%s); buffering", self.trial_id, _short(exc)
                 )
+            else:
+                self._retry_after_s = min(self._retry_after_s * 2, 120.0)
+            self._next_try = time.time() + self._retry_after_s
             return False
         if self._failing_since is not None:
             log.warning("MLflow logging for trial %s recovered", self.trial_id)
@@ -446,7 +462,7 @@ class TrialRun:
         """Flush (retrying up to ``wait_s``) and close the run. False if MLflow stayed unreachable."""
         deadline = time.time() + wait_s
         delay = 1.0
-        while not self.flush():
+        while not self.flush(force=True):
             if time.time() > deadline:
                 log.warning(
                     "MLflow unreachable: trial %s keeps its results in Ray Tune; run `hemotune sync`",

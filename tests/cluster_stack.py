@@ -15,6 +15,7 @@ killing exactly that process tree, by PID.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import re
@@ -25,6 +26,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -262,6 +264,38 @@ class RayCluster:
             self.nodes[name].kill()
 
 
+class ConnectionWatch(threading.Thread):
+    """Samples the sockets of every process of the stack; records any remote address off loopback.
+
+    A sampler can miss a connection that opens and closes between two samples, so this
+    is evidence, not proof; the loopback proxy of tests/conftest.py is the actual guard.
+    """
+
+    def __init__(self, processes: Any, interval: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.processes = processes  # () -> the psutil processes to sample now
+        self.interval = interval
+        self.outside: set[str] = set()
+        self.samples = 0
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.wait(self.interval):
+            for proc in self.processes():
+                with contextlib.suppress(psutil.Error):
+                    for conn in proc.net_connections(kind="inet"):
+                        if conn.raddr and not _is_loopback(conn.raddr.ip):
+                            self.outside.add(f"{proc.pid} {proc.name()} -> {conn.raddr.ip}:{conn.raddr.port}")
+            self.samples += 1
+
+
+def _is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1
+    return ip.is_loopback
+
+
 # ----------------------------------------------------------------------------- the whole stack
 
 
@@ -290,8 +324,10 @@ class Stack:
         }
         for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
             assert self.env.get(var) == "http://127.0.0.1:9", "tests/conftest.py must set the loopback proxy"
-        self.services: list[Any] = []
+        self.services: list[Service] = []  # drivers and other extra processes, watched like the stack
         self.timings: dict[str, float] = {}
+        self.watch = ConnectionWatch(self.processes)
+        self.watch.start()
         try:
             self._start()
         except BaseException:
@@ -333,10 +369,23 @@ class Stack:
     def read(self, key: str) -> bytes:
         return bytes(self.client().get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
+    def processes(self) -> list[psutil.Process]:
+        services: list[Service] = list(self.services)
+        for part in ("s3", "mlflow"):
+            service = getattr(getattr(self, part, None), "service", None)
+            if service is not None:
+                services.append(service)
+        ray = getattr(self, "ray", None)
+        services += list(ray.nodes.values()) if ray is not None else []
+        return [p for service in services for p in service.snapshot()]
+
     def node_cache(self, name: str) -> Path:
         return self.root / f"cache-{name}"
 
     def stop(self) -> None:
+        self.watch.halt.set()
+        for service in self.services:
+            service.kill()
         for part in ("ray", "mlflow", "s3"):
             obj = getattr(self, part, None)
             if obj is None:

@@ -129,6 +129,7 @@ def start_driver(
     log_name = f"driver-{name}-{int(time.time() * 1000)}"
     driver = Service(log_name, [*command, *args], tmp, {**stack.env, **(env or {})}, cwd=tmp)
     DRIVER_LOGS.append(driver.log)
+    stack.services.append(driver)
     return driver
 
 
@@ -404,9 +405,17 @@ def test_trials_keep_training_while_the_mlflow_server_is_down(
     rows = [r for trial in tune_results(stack, experiment_prefix(stack, name)).values() for r in trial]
     during = [r for r in rows if down_at + 1 < float(r["timestamp"]) < up_at - 1]
     assert len(during) >= 4, "the trials did not train while MLflow was down"
-    slowest = max(float(r["time_this_iter_s"]) for r in during)
-    TIMINGS["slowest_epoch_during_outage_s"] = round(slowest, 2)
-    assert slowest < seconds + 3.0, f"an epoch took {slowest:.1f}s while MLflow was down"
+    times = sorted(float(r["time_this_iter_s"]) for r in during)
+    median, slowest = times[len(times) // 2], times[-1]
+    TIMINGS.update(
+        epochs_during_outage=len(during),
+        median_epoch_during_outage_s=round(median, 2),
+        slowest_epoch_during_outage_s=round(slowest, 2),
+    )
+    # (the MLflow server restarting takes a core of this 2-core machine: epochs slow a little anyway)
+    assert median < seconds + 1.0, f"training slowed down while MLflow was down: median epoch {median:.1f}s"
+    # At worst one request meets the half-started server and waits its timeout (10 s in trials, 1 retry).
+    assert slowest < seconds + 2 * 10 + 1, f"an epoch took {slowest:.1f}s while MLflow was down"
 
 
 def test_hemotune_sync_rebuilds_the_mlflow_tree_from_tune_results_in_s3(stack: Stack, tmp_path: Path) -> None:
@@ -472,3 +481,9 @@ def test_no_credential_appears_in_mlflow_s3_logs_or_output(stack: Stack) -> None
             hits += [f"{path}: {needle.decode()}" for needle in found]
     assert scanned > 50, "Ray's session logs were not found"
     assert not hits, hits
+
+
+def test_nothing_talked_to_an_address_off_loopback(stack: Stack) -> None:
+    """Every socket of every process of the module (services, Ray nodes and workers, drivers) stayed on loopback."""
+    assert stack.watch.is_alive() and stack.watch.samples > 100, stack.watch.samples
+    assert not stack.watch.outside, sorted(stack.watch.outside)
