@@ -72,8 +72,12 @@ class ProgressCallback(Callback):
 
     def _bar(self) -> Any:
         if self._progress is None:
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+            console = Console(highlight=False)
+            if not console.is_terminal:  # logs and CI: no 80-column wrapping
+                console = Console(highlight=False, width=max(console.width, 160))
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
@@ -82,6 +86,7 @@ class ProgressCallback(Callback):
                 TimeElapsedColumn(),
                 TextColumn("{task.fields[best]}"),
                 transient=False,
+                console=console,
             )
             self._progress.start()
             self._task = self._progress.add_task(self.name, total=self.total_epochs, best="")
@@ -111,7 +116,7 @@ class ProgressCallback(Callback):
         value = last.get(self.metric)
         shown = f"{value:.4f}" if isinstance(value, (int, float)) else "-"
         self._print(
-            f"[green]ended[/] {trial.trial_id} after epoch {last.get('epoch', '?')}: {self.metric} {shown}"
+            f"[green]ended[/] {trial.trial_id} after epoch {_fmt_epoch(last.get('epoch'))}: {self.metric} {shown}"
         )
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
@@ -125,3 +130,7 @@ class ProgressCallback(Callback):
 
 def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _fmt_epoch(epoch: Any) -> str:
+    return str(int(epoch)) if isinstance(epoch, (int, float)) else "?"

@@ -433,6 +433,9 @@ def run_search(
     say = announce or (lambda message: log.info(message))
     apply_offline_env()
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", DEFAULT_STATE_PERIOD_S)
+    # Tune's own console output (even at verbose=0 its new engine prints a header): hemotune
+    # shows its own progress instead.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     storage_root = storage.normalize_storage(settings.results_dir)
     state: dict[str, Any] | None = None
     if settings.resume:

@@ -105,6 +105,8 @@ def test_mlflow_holds_the_nested_tree_with_per_epoch_histories(
         a.path for a in _client(outcome.tracking_uri).list_artifacts(best_run.info.run_id, "weights")
     ]
     assert artifacts == ["weights/best.json"]
+    configs = [a.path for a in _client(outcome.tracking_uri).list_artifacts(best_run.info.run_id, "config")]
+    assert configs == ["config/resolved.yaml"]
 
 
 def test_best_configuration_is_exported(asha_search: tuple[SearchOutcome, Any, Path]) -> None:
