@@ -160,17 +160,54 @@ def tune_results(stack: Stack, prefix: str) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def assert_complete(stack: Stack, name: str, *, samples: int, epochs: int) -> tuple[Any, list[Any]]:
-    """Each trial completed exactly once; MLflow holds one FINISHED run per trial with every epoch."""
+def assert_epochs_once_except_after_a_restore(trial_id: str, rows: list[dict[str, Any]], epochs: int) -> None:
+    """Tune's rows cover epochs 1..N; an epoch appears twice only where the trial was restored.
+
+    A trial restored from a checkpoint older than its last reported result (the driver's
+    state in S3 is saved every few seconds, results are written as they come) redoes the
+    epochs after that checkpoint: Tune then records them again after the restore.
+    """
+    seen = [int(r["epoch"]) for r in rows]
+    assert sorted(set(seen)) == list(range(1, epochs + 1)), (trial_id, seen)
+    for i in range(1, len(rows)):
+        if seen[i] <= seen[i - 1]:  # a step back: only right at a restore, to the checkpoint's next epoch
+            assert int(rows[i]["iterations_since_restore"]) == 1, (trial_id, seen)
+        else:
+            assert seen[i] == seen[i - 1] + 1, (trial_id, seen)
+
+
+def tune_state(stack: Stack, prefix: str) -> dict[str, str]:
+    """trial id -> status in the newest experiment state Tune saved to S3."""
+    states = sorted(
+        k
+        for k in stack.keys(prefix + "/")
+        if re.fullmatch(rf"{re.escape(prefix)}/experiment_state-.*\.json", k)
+    )
+    if not states:
+        return {}
+    data = json.loads(stack.read(states[-1]))
+    trials = [json.loads(trial_json) for trial_json, _ in data["trial_data"]]
+    return {t["trial_id"]: t["status"] for t in trials}
+
+
+def assert_complete(
+    stack: Stack, name: str, *, samples: int, epochs: int, driver_killed: bool = False
+) -> tuple[Any, list[Any]]:
+    """Each trial completed exactly once; MLflow holds one FINISHED run per trial with every epoch.
+
+    ``driver_killed``: Tune uploads its driver folder file by file in the background, so a
+    driver killed mid-upload can leave a ``result.json`` in S3 that lacks rows the trial did
+    report (and MLflow did get). Tune's history is then only checked to be part of MLflow's.
+    """
     parent, children = search_tree(stack.mlflow.uri, name)
     assert parent.info.status == "FINISHED", parent.info.status
     results = tune_results(stack, experiment_prefix(stack, name))
     assert len(results) == samples, sorted(results)
     for trial_id, rows in results.items():
-        assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1)), (
-            trial_id,
-            [r["epoch"] for r in rows],
-        )
+        if driver_killed:
+            assert {int(r["epoch"]) for r in rows} <= set(range(1, epochs + 1)), (trial_id, rows)
+        else:
+            assert_epochs_once_except_after_a_restore(trial_id, rows, epochs)
     trial_ids = [r.data.tags["hemotune.trial_id"] for r in children]
     assert sorted(trial_ids) == sorted(results), "one MLflow child run per Tune trial"
     for run in children:
@@ -186,9 +223,10 @@ def assert_complete(stack: Stack, name: str, *, samples: int, epochs: int) -> tu
             int(m.step): m.value
             for m in mlflow_client(stack.mlflow.uri).get_metric_history(run.info.run_id, "val/score")
         }
-        assert logged == pytest.approx({int(r["epoch"]): r["val/score"] for r in rows}), (
-            "MLflow and Tune disagree"
-        )
+        recorded = {
+            int(r["epoch"]): r["val/score"] for r in rows
+        }  # no metric lost: Tune's epochs are in MLflow
+        assert {e: logged.get(e) for e in recorded} == pytest.approx(recorded), "MLflow and Tune disagree"
     return parent, children
 
 
@@ -305,14 +343,17 @@ def test_a_worker_node_lost_mid_trial_costs_one_trial_at_most_one_epoch(
     assert run.data.tags.get("hemotune.restarted") == "true"
     assert run.data.tags["hemotune.node_id"] != victim["node_id"], "the trial finished on the dead node?"
     rows = tune_results(stack, experiment_prefix(stack, name))[victim["trial"]]
+    # At most one epoch (the one in flight) was done twice, then recorded twice by Tune; once in MLflow.
+    seen = [int(r["epoch"]) for r in rows]
+    assert len(seen) - len(set(seen)) <= 1, seen
     restarts = [r for r in rows if int(r["iterations_since_restore"]) == 1 and int(r["epoch"]) > 1]
     assert len(restarts) == 1, [(r["epoch"], r["iterations_since_restore"], r["node_ip"]) for r in rows]
     resumed_at = int(restarts[0]["epoch"])  # the first epoch after the restored checkpoint
     # The trial logs an epoch, then reports it with its checkpoint: killed in between, that epoch is redone.
     assert logged_before_loss <= resumed_at <= logged_before_loss + 1, (logged_before_loss, resumed_at)
-    assert {r["node_ip"] for r in rows if int(r["epoch"]) < resumed_at} == {killed_ip}
-    assert killed_ip not in {r["node_ip"] for r in rows if int(r["epoch"]) >= resumed_at}
-    # Each epoch reported exactly once (checked in assert_complete): the work lost was the epoch in flight.
+    restart = rows.index(restarts[0])
+    assert {r["node_ip"] for r in rows[:restart]} == {killed_ip}  # before the loss: the killed node
+    assert killed_ip not in {r["node_ip"] for r in rows[restart:]}  # after it: elsewhere
     TIMINGS["node_loss_epochs_redone"] = logged_before_loss + 1 - resumed_at
 
 
@@ -326,8 +367,13 @@ def test_a_killed_driver_resumes_from_the_s3_experiment_state(
 ) -> None:
     """SIGKILL of `hemotune search --address ...`; `--resume` continues from S3 without re-running finished trials."""
     name = "dist_driver_kill"
-    samples, epochs = 6, 3
-    space = space_file(tmp_path, name, data_uri, epochs=epochs, samples=samples)
+    samples, epochs = 4, 2
+    # Epochs of 2.6 s: two checkpoints of a trial take longer than Tune's 5 s save period, as with
+    # real training. Faster epochs make Tune force a save after every second checkpoint, while its
+    # previous upload may still be copying the files: the snapshot in S3 can then mix an experiment
+    # state with an older searcher state (docs/distributed.md), and a resumed search may run more
+    # or fewer trials than num_samples.
+    space = space_file(tmp_path, name, data_uri, epochs=epochs, samples=samples, seconds=2.6)
     args = search_args(stack, space, tmp_path)
     first = start_driver(stack, name, args, tmp_path)
     synced_at: dict[str, float] = {}
@@ -335,26 +381,29 @@ def test_a_killed_driver_resumes_from_the_s3_experiment_state(
         wait_for(lambda: experiment_prefix(stack, name), 90, "the experiment in S3", interval=0.5)
         prefix = experiment_prefix(stack, name)
 
-        def two_trials_synced() -> bool:
+        def two_trials_terminated_in_s3_state() -> bool:
             assert first.alive(), first.output()[-3000:]
-            for trial, rows in tune_results(stack, prefix).items():
-                if len(rows) == epochs:
+            for trial, status in tune_state(stack, prefix).items():
+                if status == "TERMINATED":
                     synced_at.setdefault(trial, time.time())
             return len(synced_at) >= 2
 
-        wait_for(two_trials_synced, 180, "two finished trials synced to S3", interval=0.5)
+        wait_for(two_trials_terminated_in_s3_state, 180, "two finished trials in the S3 state", interval=0.5)
         first.kill()  # SIGKILL of the driver (its whole process tree: the cluster lives on)
     finally:
         first.kill()
     assert first.proc.returncode == -signal.SIGKILL
-    # State sync lag: MLflow's end time of a trial vs. its complete results appearing in S3 (polled every 0.5 s).
+    # State sync lag: a trial's MLflow run closing vs. the S3 experiment state saying TERMINATED (polled every 0.5 s).
     _, children = search_tree(stack.mlflow.uri, name)
     ends = {r.data.tags["hemotune.trial_id"]: r.info.end_time / 1000 for r in children if r.info.end_time}
     lags = [synced_at[t] - ends[t] for t in synced_at if t in ends]
     TIMINGS["state_sync_lag_s"] = [round(lag, 1) for lag in lags]
     before = tune_results(stack, prefix)
-    finished_before = {t for t, rows in before.items() if len(rows) == epochs}
+    finished_before = {t for t, status in tune_state(stack, prefix).items() if status == "TERMINATED"}
     assert len(finished_before) >= 2
+    TIMINGS["driver_kill_results_behind_state"] = sum(
+        len(before.get(t, [])) < epochs for t in finished_before
+    )
 
     began = time.time()
     second = start_driver(stack, name + "-resume", [*args, "--resume"], tmp_path)
@@ -366,9 +415,13 @@ def test_a_killed_driver_resumes_from_the_s3_experiment_state(
     assert code == 0, second.output()[-4000:]
     assert "resuming" in second.output()
     after = tune_results(stack, prefix)
-    for trial in finished_before:
-        assert after[trial] == before[trial], f"{trial} was re-run"
-    assert_complete(stack, name, samples=samples, epochs=epochs)
+    for trial in finished_before:  # not re-run: every row predates the resume (rows still in flight may land)
+        assert after[trial][: len(before[trial])] == before[trial], trial
+        assert all(float(r["timestamp"]) < began for r in after[trial]), f"{trial} was re-run"
+        assert not [
+            r for r in after[trial] if int(r["iterations_since_restore"]) == 1 and int(r["epoch"]) > 1
+        ]
+    assert_complete(stack, name, samples=samples, epochs=epochs, driver_killed=True)
     assert json.loads(stack.read(f"{prefix}/hemotune_search.json"))["status"] == "finished"
 
 
