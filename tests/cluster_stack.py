@@ -186,8 +186,8 @@ class RayCluster:
         self.port = free_port()
         self.address = f"127.0.0.2:{self.port}"
         self.nodes: dict[str, Service] = {}
-        self.node_env: dict[str, dict[str, str]] = {}
         self.ip: dict[str, str] = {}
+        self.ids: dict[str, str] = {}  # name -> Ray node id, kept after the node is killed
         self._next_ip = 3
 
     def _start(self, name: str, ip: str, args: list[str], env: dict[str, str]) -> Service:
@@ -208,7 +208,6 @@ class RayCluster:
         ]
         service = Service(name, cmd, self.root, {**self.env, **env})
         self.nodes[name] = service
-        self.node_env[name] = env
         self.ip[name] = ip
         return service
 
@@ -219,6 +218,7 @@ class RayCluster:
         )
         assert service.alive(), service.output()
         wait_for(lambda: self.node_id(name), 30, f"the raylet of {name}")
+        self.ids[name] = str(self.node_id(name))
 
     def start_head(self) -> None:
         args = ["--head", "--port", str(self.port), "--num-cpus", "0", "--include-dashboard=false"]
@@ -253,7 +253,7 @@ class RayCluster:
         return None
 
     def name_of(self, node_id: str) -> str | None:
-        return next((n for n in self.nodes if self.node_id(n) == node_id), None)
+        return next((n for n, i in self.ids.items() if i == node_id), None)
 
     def kill_node(self, name: str) -> list[int]:
         """SIGKILL every process of node ``name`` (the node is lost, as when a machine dies)."""

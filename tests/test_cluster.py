@@ -5,8 +5,9 @@ only coordinates, like the head of cluster/cluster.yaml) and two 1-CPU worker
 nodes, each with its own temp dir, address and hemotune cache; ``mlflow server
 --workers 1`` with a SQLite backend proxying artifacts to S3; ``moto_server`` as
 the S3 endpoint. Tune's storage, the dataset and MLflow's artifacts are all in
-the bucket. AWS credentials are recognisable fakes, and the last test searches
-everything the searches produced for them.
+the bucket. AWS credentials are recognisable fakes, and a final test searches
+everything the searches produced for them; another checks that no process of the
+module had a socket to an address off loopback.
 
 Every after-state is checked the same way: each trial completed exactly once,
 epoch histories continuous, no run left RUNNING, every epoch Tune recorded is in
