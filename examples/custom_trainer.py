@@ -17,7 +17,15 @@ from typing import Any
 from hemotune import RunSettings, run_search
 from hemotune.data.fingerprint import fingerprint_tree
 from hemotune.spaces import validate_space
-from hemotune.trainers import Metrics, ParamSpec, PreparedData, Report, Trainer, TrialContext, register_trainer
+from hemotune.trainers import (
+    Metrics,
+    ParamSpec,
+    PreparedData,
+    Report,
+    Trainer,
+    TrialContext,
+    register_trainer,
+)
 
 
 class QuadraticTrainer(Trainer):
@@ -32,7 +40,9 @@ class QuadraticTrainer(Trainer):
     }
     metrics = ("val/loss",)
 
-    def prepare_data(self, dataset: Mapping[str, Any], params: Mapping[str, Any], cache_dir: Path) -> PreparedData:
+    def prepare_data(
+        self, dataset: Mapping[str, Any], params: Mapping[str, Any], cache_dir: Path
+    ) -> PreparedData:
         path = Path(str(dataset["path"]))
         return PreparedData(path=path, fingerprint=fingerprint_tree(path), source=str(path))
 

@@ -1,6 +1,6 @@
 """Run a search from Python instead of the CLI (synthetic trainer: finishes in about a minute on a laptop).
 
-    python examples/python_api.py
+python examples/python_api.py
 """
 
 from __future__ import annotations

@@ -285,7 +285,9 @@ def cmd_trainers(args: argparse.Namespace) -> int:
                     console.print(f"    {oname} ({spec.kind}): {spec.help}{extra}")
             console.print(f"  metrics: {', '.join(trainer.metrics)}")
             if trainer.metric_prefixes:
-                console.print(f"  per-class metrics: {', '.join(p + '<class>' for p in trainer.metric_prefixes)}")
+                console.print(
+                    f"  per-class metrics: {', '.join(p + '<class>' for p in trainer.metric_prefixes)}"
+                )
     return EXIT_OK
 
 

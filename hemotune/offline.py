@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from hemotune.config import default_cache_dir
@@ -105,6 +105,25 @@ def configure_ultralytics() -> None:
 
 
 @contextlib.contextmanager
+def temporary_env(values: Mapping[str, str | None]) -> Iterator[None]:
+    """Set (or, for ``None``, unset) environment variables for the block, then restore them."""
+    saved = {name: os.environ.get(name) for name in values}
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
 def local_ray_env() -> Iterator[dict[str, str]]:
     """Environment for starting a local Ray: its processes cannot reach non-loopback HTTP.
 
@@ -112,16 +131,9 @@ def local_ray_env() -> Iterator[dict[str, str]]:
     empty when unset), to be passed as ``runtime_env={"env_vars": ...}`` so that
     trial code reaching a remote MLflow server or S3 is not affected.
     """
-    saved = {k: os.environ.get(k) for k in (*_PROXY_VARS, "no_proxy", "NO_PROXY")}
-    trial_env = {k: (saved[k] or "") for k in _PROXY_VARS}
-    os.environ.update({k: CLOSED_LOOPBACK_PROXY for k in _PROXY_VARS})
-    no_proxy = ",".join(filter(None, [saved.get("no_proxy") or "", LOOPBACK_HOSTS]))
-    os.environ["no_proxy"] = os.environ["NO_PROXY"] = no_proxy
-    try:
+    trial_env = {k: os.environ.get(k) or "" for k in _PROXY_VARS}
+    no_proxy = ",".join(filter(None, [os.environ.get("no_proxy") or "", LOOPBACK_HOSTS]))
+    with temporary_env(
+        {**{k: CLOSED_LOOPBACK_PROXY for k in _PROXY_VARS}, "no_proxy": no_proxy, "NO_PROXY": no_proxy}
+    ):
         yield trial_env
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value

@@ -37,14 +37,6 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _outcome(record: TrialRecord) -> str:
-    if record.status == "ERROR":
-        return "failed"
-    if record.status == "TERMINATED":
-        return "stopped early" if record.stopped_early else "completed"
-    return "interrupted"
-
-
 def rank_trials(
     records: Sequence[TrialRecord], space: SearchSpace, run_ids: Mapping[str, str]
 ) -> list[RankedTrial]:
@@ -72,7 +64,7 @@ def rank_trials(
                 rank=i,
                 trial_id=record.trial_id,
                 trial_name=record.trial_name,
-                outcome=_outcome(record),
+                outcome=record.outcome,
                 epochs=epochs,
                 best_value=float(best_row[metric]) if best_row is not None else None,
                 best_epoch=int(best_row["epoch"])

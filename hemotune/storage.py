@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hemotune.errors import UsageError
+from hemotune.offline import temporary_env
 
 #: Static AWS credentials as environment variables: Ray Tune copies exactly these from the
 #: driver into every trial's ``runtime_env``, which each node's runtime-env agent logs.
@@ -147,7 +148,6 @@ def aws_credentials_out_of_environment() -> Iterator[None]:
     if not found.get("AWS_ACCESS_KEY_ID") or not found.get("AWS_SECRET_ACCESS_KEY"):
         yield
         return
-    saved = {name: os.environ.get(name) for name in (*AWS_CREDENTIAL_VARS, "AWS_SHARED_CREDENTIALS_FILE")}
     folder = Path(tempfile.mkdtemp(prefix="hemotune-aws-"))  # mode 0700
     path = folder / "credentials"
     lines = [
@@ -161,15 +161,9 @@ def aws_credentials_out_of_environment() -> Iterator[None]:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write("\n".join(lines) + "\n")
-    for name in AWS_CREDENTIAL_VARS:
-        os.environ.pop(name, None)
-    os.environ["AWS_SHARED_CREDENTIALS_FILE"] = str(path)
+    unset: dict[str, str | None] = dict.fromkeys(AWS_CREDENTIAL_VARS)
     try:
-        yield
+        with temporary_env({**unset, "AWS_SHARED_CREDENTIALS_FILE": str(path)}):
+            yield
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         shutil.rmtree(folder, ignore_errors=True)

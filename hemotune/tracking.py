@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import re
 import shutil
 import tempfile
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hemotune import __version__
+from hemotune.offline import temporary_env
 
 log = logging.getLogger(__name__)
 
@@ -108,20 +108,13 @@ def fail_fast_http(max_retries: int = 0, timeout_s: int = 5) -> Iterator[None]:
     this and leaves the rest to reconciliation. MLflow reads these variables at
     each request.
     """
-    names = {
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(max_retries),
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s),
-    }
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ.update(names)
-    try:
+    with temporary_env(
+        {
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(max_retries),
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s),
+        }
+    ):
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def retry(fn: Callable[[], T], *, attempts: int = 3, delay_s: float = 1.0, what: str = "MLflow call") -> T:
@@ -498,6 +491,15 @@ class TrialRecord:
     error: str | None = None
     stopped_early: bool = False
 
+    @property
+    def outcome(self) -> str:
+        """completed, stopped early (by ASHA), failed or interrupted."""
+        if self.status == "ERROR":
+            return "failed"
+        if self.status == "TERMINATED":
+            return "stopped early" if self.stopped_early else "completed"
+        return "interrupted"
+
 
 @dataclass
 class ReconcileReport:
@@ -579,7 +581,7 @@ def reconcile(
             metrics.append(Metric("best_epoch", float(best.get("epoch", 0)), now, 0))
         for i in range(0, len(metrics), 1000):
             client.log_batch(run_id, metrics=metrics[i : i + 1000])
-        outcome = _outcome(record)
+        outcome = record.outcome
         client.set_tag(run_id, TAG_OUTCOME, outcome)
         if record.error:
             client.set_tag(run_id, "hemotune.error", param_value(record.error))
@@ -623,11 +625,3 @@ _TUNE_BOOKKEEPING = {
 
 def _epoch_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k not in _TUNE_BOOKKEEPING and not k.startswith("config/")}
-
-
-def _outcome(record: TrialRecord) -> str:
-    if record.status == "ERROR":
-        return "failed"
-    if record.status == "TERMINATED":
-        return "stopped early by ASHA" if record.stopped_early else "completed"
-    return "interrupted"

@@ -35,6 +35,7 @@ from hemotune.errors import UsageError
 from hemotune.offline import apply_offline_env, local_ray_env, offline_env
 from hemotune.reports import RankedTrial, rank_trials, ranking_markdown, write_best_config
 from hemotune.tracking import (
+    ReconcileReport,
     SearchTracking,
     TrialRecord,
     TrialRun,
@@ -597,6 +598,24 @@ def _open_tracking(
     return tracking
 
 
+def _reconcile_experiment(
+    space: SearchSpace, info: TrialRunInfo, experiment_path: str
+) -> tuple[list[TrialRecord], bool, ReconcileReport]:
+    """Tune's trials, whether the search is finished, and MLflow made to agree with them."""
+    records = trial_records(experiment_path, space)
+    finished = _is_finished(records, space)
+    trainer = get_trainer(space.trainer)
+    report = reconcile(
+        info,
+        records,
+        objective=space.objective.metric,
+        mode=space.objective.mode,
+        search_finished=finished,
+        param_view=lambda config: trainer.resolve(space.trial_params(config)),
+    )
+    return records, finished, report
+
+
 def _finish(
     space: SearchSpace,
     settings: RunSettings,
@@ -606,17 +625,8 @@ def _finish(
     tune_experiment: str,
 ) -> SearchOutcome:
     """Reconcile MLflow with Tune, rank, export the best trial and record it on the parent run."""
-    records = trial_records(experiment_path, space)
-    finished = _is_finished(records, space)
+    records, finished, _ = _reconcile_experiment(space, info, experiment_path)
     trainer = get_trainer(space.trainer)
-    reconcile(
-        info,
-        records,
-        objective=space.objective.metric,
-        mode=space.objective.mode,
-        search_finished=finished,
-        param_view=lambda config: trainer.resolve(space.trial_params(config)),
-    )
     ranking = rank_trials(records, space, tracking.child_run_ids())
     best = ranking[0] if ranking and ranking[0].best_value is not None else None
     local_dir = _local_dir(settings, experiment_path)
@@ -669,17 +679,7 @@ def sync_search(name: str, settings: RunSettings) -> dict[str, Any]:
         tune_experiment=state["tune_experiment"],
         dataset_hash=state["dataset_hash"],
     )
-    records = trial_records(experiment_path, space)
-    finished = _is_finished(records, space)
-    trainer = get_trainer(space.trainer)
-    report = reconcile(
-        info,
-        records,
-        objective=space.objective.metric,
-        mode=space.objective.mode,
-        search_finished=finished,
-        param_view=lambda config: trainer.resolve(space.trial_params(config)),
-    )
+    records, finished, report = _reconcile_experiment(space, info, experiment_path)
     return {
         "experiment_path": experiment_path,
         "trials": len(records),

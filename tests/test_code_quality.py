@@ -27,7 +27,9 @@ def test_ruff_lint_and_format() -> None:
     targets = ["hemotune", "tests", "examples", "cluster", "benchmarks"]
     lint = subprocess.run([_tool("ruff"), "check", *targets], cwd=REPO, capture_output=True, text=True)
     assert lint.returncode == 0, lint.stdout + lint.stderr
-    fmt = subprocess.run([_tool("ruff"), "format", "--check", *targets], cwd=REPO, capture_output=True, text=True)
+    fmt = subprocess.run(
+        [_tool("ruff"), "format", "--check", *targets], cwd=REPO, capture_output=True, text=True
+    )
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
 
 

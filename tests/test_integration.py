@@ -67,18 +67,24 @@ def test_bcd_loss_weights_detection_search_end_to_end(tmp_path: Path, bccd_dir: 
         ["dataset.max_train_images=16", "dataset.max_val_images=8", "fixed.imgsz=64"],
     )
     children = _check_tree(
-        outcome, space, ["box", "cls", "dfl", "accumulate_steps", "optimizer", "base_lr", "lr0", "effective_batch"]
+        outcome,
+        space,
+        ["box", "cls", "dfl", "accumulate_steps", "optimizer", "base_lr", "lr0", "effective_batch"],
     )
     # the two known points ran first: Ultralytics' defaults and the study's recipe
     assert sorted(int(r.data.params["accumulate_steps"]) for r in children) == [4, 8]
     assert sorted(int(r.data.params["effective_batch"]) for r in children) == [16, 32]
     for run in children:
         for key in ("val/mAP50", "val/precision", "val/recall", "train/box_loss", "lr"):
-            assert all(math.isfinite(m.value) for m in _history(outcome.tracking_uri, run.info.run_id, key)), key
+            assert all(
+                math.isfinite(m.value) for m in _history(outcome.tracking_uri, run.info.run_id, key)
+            ), key
     best_files = _artifacts(outcome.tracking_uri, outcome.best.run_id, "weights")
     assert best_files == ["weights/best.pt"]
     parent, _ = search_tree(outcome.tracking_uri, space.name)
-    local = Path(mlflow_client(outcome.tracking_uri).download_artifacts(parent.info.run_id, "data", str(tmp_path)))
+    local = Path(
+        mlflow_client(outcome.tracking_uri).download_artifacts(parent.info.run_id, "data", str(tmp_path))
+    )
     report = json.loads((local / "data_report.json").read_text())
     zero_size = [i for i in report["issues"] if "zero" in i["problem"]]
     assert zero_size, report["summary"]  # BloodImage_00338/00343 have zero-size boxes
@@ -100,8 +106,16 @@ def test_classification_searches_end_to_end(
     outcome, space = _run(tmp_path, name, data, extra)
     children = _check_tree(outcome, space, ["model", "optimizer", "base_lr", "lr", "effective_batch"])
     for run in children:
-        for key in ("val/accuracy", "val/balanced_accuracy", "val/cohen_kappa", "val/min_class_recall", "val/loss"):
-            assert all(math.isfinite(m.value) for m in _history(outcome.tracking_uri, run.info.run_id, key)), key
+        for key in (
+            "val/accuracy",
+            "val/balanced_accuracy",
+            "val/cohen_kappa",
+            "val/min_class_recall",
+            "val/loss",
+        ):
+            assert all(
+                math.isfinite(m.value) for m in _history(outcome.tracking_uri, run.info.run_id, key)
+            ), key
     artifacts = _artifacts(outcome.tracking_uri, outcome.best.run_id)
     assert "confusion_matrix.png" in artifacts and "confusion_matrix.json" in artifacts
     if name == "all_leukemia":

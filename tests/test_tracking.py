@@ -31,7 +31,9 @@ def search(tmp_path: Path) -> tuple[SearchTracking, TrialRunInfo]:
         tags={"hemotune.search": "tracking_test"},
         params={"search": "tracking_test", "budget.epochs": 3},
     )
-    info = TrialRunInfo(uri, tracking.experiment_id, tracking.parent_run_id, "tracking_test", "tracking_test-1", "abc")
+    info = TrialRunInfo(
+        uri, tracking.experiment_id, tracking.parent_run_id, "tracking_test", "tracking_test-1", "abc"
+    )
     return tracking, info
 
 
@@ -94,7 +96,10 @@ def test_reconcile_fills_missing_epochs_creates_missing_runs_and_retires_orphans
     partial.log_epoch({"epoch": 1, "val/score": 0.1})
     orphan = TrialRun(info, trial_id="ghost", trial_name="trial_ghost")
     orphan.log_epoch({"epoch": 1, "val/score": 0.9})
-    history = [{"epoch": e, "val/score": e / 10, "timestamp": 1_700_000_000 + e, "time_this_iter_s": 1.0} for e in (1, 2, 3)]
+    history = [
+        {"epoch": e, "val/score": e / 10, "timestamp": 1_700_000_000 + e, "time_this_iter_s": 1.0}
+        for e in (1, 2, 3)
+    ]
     records = [
         TrialRecord("t1", "trial_t1", "TERMINATED", {"lr": 0.1}, history),
         TrialRecord("t2", "trial_t2", "ERROR", {"lr": 0.2}, history[:1], error="boom"),

@@ -324,9 +324,11 @@ def read_voc(root: Path, classes: Sequence[str] | None = None) -> DetectionSet:
     images = list_images(root / "JPEGImages")
     xmls = {p.stem: p for p in sorted((root / "Annotations").glob("*.xml")) if not p.name.startswith(".")}
     for image_id in sorted(set(images) - set(xmls)):
-        report.add(_rel(images[image_id], root), "image without annotation file", "dropped", "left out")
+        report.add(
+            relative_name(images[image_id], root), "image without annotation file", "dropped", "left out"
+        )
     for image_id in sorted(set(xmls) - set(images)):
-        report.add(_rel(xmls[image_id], root), "annotation without image", "dropped", "left out")
+        report.add(relative_name(xmls[image_id], root), "annotation without image", "dropped", "left out")
 
     parsed: dict[str, _VocAnnotation] = {}
     for image_id in sorted(set(images) & set(xmls)):
@@ -334,18 +336,21 @@ def read_voc(root: Path, classes: Sequence[str] | None = None) -> DetectionSet:
             parsed[image_id] = _parse_annotation(xmls[image_id])
         except (ET.ParseError, OSError, UnicodeDecodeError) as exc:
             report.add(
-                _rel(xmls[image_id], root), "unreadable annotation", "dropped", f"image left out: {exc}"
+                relative_name(xmls[image_id], root),
+                "unreadable annotation",
+                "dropped",
+                f"image left out: {exc}",
             )
     names = ClassNames(classes, (b[0] for a in parsed.values() for b in a.boxes))
 
     result: dict[str, LabeledImage] = {}
     for image_id, annotation in parsed.items():
-        xml_where = _rel(xmls[image_id], root)
+        xml_where = relative_name(xmls[image_id], root)
         image_path = images[image_id]
         check = check_image(image_path)
         if check.error:
             report.add(
-                _rel(image_path, root),
+                relative_name(image_path, root),
                 "corrupt or unreadable image",
                 "dropped",
                 f"left out with its {len(annotation.boxes)} boxes: {check.error}",
@@ -363,7 +368,7 @@ def read_voc(root: Path, classes: Sequence[str] | None = None) -> DetectionSet:
             )
         if check.needs_reencode:
             report.add(
-                _rel(image_path, root),
+                relative_name(image_path, root),
                 "JPEG not ending with its end marker",
                 "repaired",
                 "re-encoded when converted",
@@ -446,7 +451,8 @@ def _read_id_list(path: Path) -> list[str]:
     return ids
 
 
-def _rel(path: Path, root: Path) -> str:
+def relative_name(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` (POSIX form) for reports; the full path if it is elsewhere."""
     try:
         return path.relative_to(root).as_posix()
     except ValueError:

@@ -45,6 +45,7 @@ from hemotune.data.voc import (
     is_voc,
     normalise_name,
     read_voc,
+    relative_name,
     repair_boxes,
     voc_source_files,
 )
@@ -193,7 +194,7 @@ def read_yolo(path: Path, classes: Sequence[str] | None = None) -> DetectionSet:
     for split, files in layout.images.items():
         ids = splits.setdefault(split, [])
         for image_path in files:
-            where = _rel(image_path, root)
+            where = relative_name(image_path, root)
             image_id = _image_id(image_path, split, layout, images)
             lp = label_path(image_path)
             used_labels.add(lp)
@@ -213,7 +214,7 @@ def read_yolo(path: Path, classes: Sequence[str] | None = None) -> DetectionSet:
                 report.add(where, "image without label file", "kept", "used as an image without objects")
             else:
                 raw_boxes = _read_label_file(lp, root, layout.names, check.width, check.height, report)
-            boxes = repair_boxes(_rel(lp, root), raw_boxes, check.width, check.height, names, report)
+            boxes = repair_boxes(relative_name(lp, root), raw_boxes, check.width, check.height, names, report)
             images[image_id] = LabeledImage(
                 image_id, image_path, check.width, check.height, boxes, needs_reencode=check.needs_reencode
             )
@@ -223,7 +224,10 @@ def read_yolo(path: Path, classes: Sequence[str] | None = None) -> DetectionSet:
             for lp in sorted(d.rglob("*.txt")) if d.is_dir() else []:
                 if lp not in used_labels:
                     report.add(
-                        _rel(lp, root), "label file without image", "dropped", f"in the {split} label folder"
+                        relative_name(lp, root),
+                        "label file without image",
+                        "dropped",
+                        f"in the {split} label folder",
                     )
     report.counts.update({"format": "yolo", "image files": sum(len(f) for f in layout.images.values())})
     report.counts["images usable"] = len(images)
@@ -256,7 +260,7 @@ def _read_label_file(
     lp: Path, root: Path, names: Sequence[str], width: int, height: int, report: DataReport
 ) -> list[tuple[str, float, float, float, float]]:
     """The boxes of one label file in pixel corners, with malformed lines reported and dropped."""
-    where = _rel(lp, root)
+    where = relative_name(lp, root)
     boxes = []
     try:
         lines = lp.read_text(encoding="utf-8-sig").splitlines()
@@ -529,10 +533,3 @@ def read_report(prepared: PreparedData) -> DataReport:
     for issue in raw["issues"]:
         report.add(issue["path"], issue["problem"], issue["action"], issue.get("detail", ""))
     return report
-
-
-def _rel(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return str(path)

@@ -91,7 +91,9 @@ class ImageClassificationTrainer(Trainer):
     task = "classify"
     description = "Image classification (timm and Ultralytics YOLO-cls models) in one PyTorch loop."
     params = {
-        "model": ParamSpec("str", "network (timm or Ultralytics YOLO-cls), from scratch", choices=MODEL_NAMES),
+        "model": ParamSpec(
+            "str", "network (timm or Ultralytics YOLO-cls), from scratch", choices=MODEL_NAMES
+        ),
         "pretrained": ParamSpec(
             "str",
             "path to a weights file on disk to start from ('' = from scratch; never downloaded)",
