@@ -224,9 +224,10 @@ def cmd_spaces(args: argparse.Namespace) -> int:
             )
         for name, path in found.items():
             raw, _ = spaces.read_space_file(path)
-            description = (raw.get("description") or "").strip().splitlines() if isinstance(raw, dict) else []
+            text = " ".join(str(raw.get("description") or "").split()) if isinstance(raw, dict) else ""
+            summary = text if len(text) <= 150 else text[:147] + "..."
             trainer = raw.get("trainer", "?") if isinstance(raw, dict) else "?"
-            console.print(f"[bold]{name}[/] ({trainer}) {path}\n    {description[0] if description else ''}")
+            console.print(f"[bold]{name}[/] ({trainer}) {path}\n    {summary}")
         return EXIT_OK
     if args.spaces_command == "show":
         space = spaces.load_space(args.name, preset=args.preset, check_data=False)
