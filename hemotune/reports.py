@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from hemotune.config import SearchSpace
-from hemotune.tracking import TrialRecord, finite_metrics
+from hemotune.tracking import TrialRecord, best_row, epoch_metrics, finite_metrics
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.table import Table
@@ -46,19 +46,13 @@ def rank_trials(
     for record in records:
         scored = [r for r in record.history if _finite(r.get(metric))]
         last_epoch = max((int(r["epoch"]) for r in record.history if _finite(r.get("epoch"))), default=0)
-        best_row = (max if mode == "max" else min)(scored, key=lambda r: r[metric]) if scored else None
         rows.append(
-            (
-                record,
-                best_row,
-                scored[-1][metric] if scored else None,
-                last_epoch,
-            )
+            (record, best_row(scored, metric, mode), scored[-1][metric] if scored else None, last_epoch)
         )
     sign = -1.0 if mode == "max" else 1.0
     rows.sort(key=lambda r: (r[1] is None, sign * r[1][metric] if r[1] is not None else 0.0, r[0].trial_id))
     ranked = []
-    for i, (record, best_row, last, epochs) in enumerate(rows, start=1):
+    for i, (record, best, last, epochs) in enumerate(rows, start=1):
         ranked.append(
             RankedTrial(
                 rank=i,
@@ -66,13 +60,11 @@ def rank_trials(
                 trial_name=record.trial_name,
                 outcome=record.outcome,
                 epochs=epochs,
-                best_value=float(best_row[metric]) if best_row is not None else None,
-                best_epoch=int(best_row["epoch"])
-                if best_row is not None and _finite(best_row.get("epoch"))
-                else None,
+                best_value=float(best[metric]) if best is not None else None,
+                best_epoch=int(best["epoch"]) if best is not None and _finite(best.get("epoch")) else None,
                 last_value=float(last) if last is not None else None,
                 params=dict(record.config),
-                best_metrics=_metric_view(best_row) if best_row is not None else {},
+                best_metrics=_metric_view(best) if best is not None else {},
                 run_id=run_ids.get(record.trial_id),
                 error=record.error,
             )
@@ -80,11 +72,9 @@ def rank_trials(
     return ranked
 
 
-_BOOKKEEPING = ("time_", "timestamp", "training_iteration", "iterations_since_restore", "pid", "done")
-
-
 def _metric_view(row: Mapping[str, Any]) -> dict[str, float]:
-    return {k: v for k, v in finite_metrics(row).items() if not k.startswith(_BOOKKEEPING) and "/" in k}
+    """The trainer's metrics of one epoch (``val/...``, ``train/...``), without Tune's bookkeeping."""
+    return {k: v for k, v in finite_metrics(epoch_metrics(row)).items() if "/" in k}
 
 
 def _fmt(value: Any) -> str:

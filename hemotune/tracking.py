@@ -23,6 +23,7 @@ Uses ``MlflowClient`` only (no fluent "active run" global state).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import re
@@ -175,6 +176,31 @@ def child_runs(client: Any, experiment_id: str, parent_run_id: str) -> list[Any]
     )
 
 
+def create_child_run(client: Any, info: TrialRunInfo, trial_id: str, trial_name: str) -> Any:
+    """A trial's nested run under the search's parent run, tagged so it can be found again."""
+    return client.create_run(
+        info.experiment_id,
+        run_name=trial_name,
+        tags={
+            PARENT_TAG: info.parent_run_id,
+            TAG_ROLE: "trial",
+            TAG_TRIAL_ID: trial_id,
+            TAG_SEARCH: info.search_name,
+            TAG_EXPERIMENT: info.tune_experiment,
+            TAG_DATASET: info.dataset_hash,
+        },
+    )
+
+
+def log_new_params(client: Any, run_id: str, params: Mapping[str, str], existing: Mapping[str, str]) -> None:
+    """Log the params the run does not have yet (MLflow params are immutable), 100 per request."""
+    from mlflow.entities import Param
+
+    batch = [Param(k, v) for k, v in params.items() if k not in existing]
+    for i in range(0, len(batch), 100):
+        client.log_batch(run_id, params=batch[i : i + 100])
+
+
 def logged_steps(client: Any, run_id: str, key: str = "epoch") -> set[int]:
     return {int(m.step) for m in client.get_metric_history(run_id, key)}
 
@@ -190,7 +216,7 @@ class SearchTracking:
     experiment_id: str
     parent_run_id: str
 
-    @property
+    @functools.cached_property
     def client(self) -> Any:
         return client_for(self.tracking_uri)
 
@@ -228,14 +254,9 @@ class SearchTracking:
         return cls(tracking_uri, experiment_id, parent_run_id)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
-
         existing = self.client.get_run(self.parent_run_id).data.params
-        batch = [
-            Param(metric_key(k), param_value(v)) for k, v in params.items() if metric_key(k) not in existing
-        ]
-        for i in range(0, len(batch), 100):
-            self.client.log_batch(self.parent_run_id, params=batch[i : i + 100])
+        named = {metric_key(k): param_value(v) for k, v in params.items()}
+        log_new_params(self.client, self.parent_run_id, named, existing)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.parent_run_id, str(path), artifact_path)
@@ -334,18 +355,7 @@ class TrialRun:
         client = self.client
         run = find_child_run(client, self.info.experiment_id, self.info.parent_run_id, self.trial_id)
         if run is None:
-            run = client.create_run(
-                self.info.experiment_id,
-                run_name=self.trial_name,
-                tags={
-                    PARENT_TAG: self.info.parent_run_id,
-                    TAG_ROLE: "trial",
-                    TAG_TRIAL_ID: self.trial_id,
-                    TAG_SEARCH: self.info.search_name,
-                    TAG_EXPERIMENT: self.info.tune_experiment,
-                    TAG_DATASET: self.info.dataset_hash,
-                },
-            )
+            run = create_child_run(client, self.info, self.trial_id, self.trial_name)
         else:
             if run.info.status != "RUNNING":
                 client.update_run(run.info.run_id, status="RUNNING")
@@ -410,12 +420,7 @@ class TrialRun:
             run_id = self._ensure_run()
             client = self.client
             if self._pending_params:
-                from mlflow.entities import Param
-
-                existing = client.get_run(run_id).data.params
-                params = [Param(k, v) for k, v in self._pending_params.items() if k not in existing]
-                for i in range(0, len(params), 100):
-                    client.log_batch(run_id, params=params[i : i + 100])
+                log_new_params(client, run_id, self._pending_params, client.get_run(run_id).data.params)
                 self._pending_params.clear()
             for key in list(self._pending_tags):
                 client.set_tag(run_id, key, self._pending_tags.pop(key))
@@ -512,7 +517,7 @@ class ReconcileReport:
 _STATUS = {"TERMINATED": "FINISHED", "ERROR": "FAILED"}
 
 
-def _best(history: Iterable[Mapping[str, Any]], metric: str, mode: str) -> Mapping[str, Any] | None:
+def best_row(history: Iterable[Mapping[str, Any]], metric: str, mode: str) -> Mapping[str, Any] | None:
     rows = [r for r in history if isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])]
     if not rows:
         return None
@@ -536,7 +541,7 @@ def reconcile(
     and a final status. When ``search_finished`` is false (an interrupted search),
     runs of unfinished trials are closed as KILLED and will be re-opened on resume.
     """
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import Metric
 
     client = client_for(info.tracking_uri)
     report = ReconcileReport()
@@ -544,24 +549,11 @@ def reconcile(
     for record in records:
         run = find_child_run(client, info.experiment_id, info.parent_run_id, record.trial_id)
         if run is None:
-            run = client.create_run(
-                info.experiment_id,
-                run_name=record.trial_name,
-                tags={
-                    PARENT_TAG: info.parent_run_id,
-                    TAG_ROLE: "trial",
-                    TAG_TRIAL_ID: record.trial_id,
-                    TAG_SEARCH: info.search_name,
-                    TAG_EXPERIMENT: info.tune_experiment,
-                    TAG_DATASET: info.dataset_hash,
-                },
-            )
+            run = create_child_run(client, info, record.trial_id, record.trial_name)
             report.runs_created += 1
         run_id = run.info.run_id
         params = {metric_key(k): param_value(v) for k, v in param_view(record.config).items()}
-        missing_params = [Param(k, v) for k, v in params.items() if k not in run.data.params]
-        for i in range(0, len(missing_params), 100):
-            client.log_batch(run_id, params=missing_params[i : i + 100])
+        log_new_params(client, run_id, params, run.data.params)
         done = logged_steps(client, run_id)
         metrics: list[Any] = []
         for row in record.history:
@@ -570,11 +562,11 @@ def reconcile(
                 continue
             stamp = int(float(row.get("timestamp", time.time())) * 1000)
             metrics.extend(
-                Metric(k, v, stamp, int(epoch)) for k, v in finite_metrics(_epoch_metrics(row)).items()
+                Metric(k, v, stamp, int(epoch)) for k, v in finite_metrics(epoch_metrics(row)).items()
             )
             done.add(int(epoch))
             report.epochs_filled += 1
-        best = _best(record.history, objective, mode)
+        best = best_row(record.history, objective, mode)
         if best is not None and best_key(objective) not in run.data.metrics:
             now = int(time.time() * 1000)
             metrics.append(Metric(best_key(objective), float(best[objective]), now, 0))
@@ -623,5 +615,5 @@ _TUNE_BOOKKEEPING = {
 }
 
 
-def _epoch_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
+def epoch_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k not in _TUNE_BOOKKEEPING and not k.startswith("config/")}
