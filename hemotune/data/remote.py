@@ -38,6 +38,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from hemotune.data.cache import COMPLETE_MARKER
+from hemotune.data.fingerprint import file_sha256
 from hemotune.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -203,7 +204,6 @@ def localize_dataset(dataset: Mapping[str, Any], cache_dir: Path) -> dict[str, A
 
 def upload_dataset(local_dir: Path, uri: str, *, client: Any = None) -> int:
     """Upload a local dataset folder to ``uri`` with a sha256 manifest; returns the file count."""
-    from hemotune.data.fingerprint import file_sha256
 
     client = client or s3_client()
     bucket, prefix = split_uri(uri)
@@ -256,7 +256,7 @@ class _Verifier:
         if not path.is_file() or path.stat().st_size != obj.size:
             return False
         if obj.relative in self.sha256:
-            return _digest(path, hashlib.sha256, None)[0] == self.sha256[obj.relative]
+            return file_sha256(path) == self.sha256[obj.relative]
         return self._etag_matches(obj, path)
 
     def _etag_matches(self, obj: RemoteObject, path: Path) -> bool:
