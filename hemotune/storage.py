@@ -30,7 +30,18 @@ AWS_CREDENTIAL_VARS = (
 
 
 def is_uri(path: str) -> bool:
+    """A URI Ray Tune and pyarrow treat as remote storage (``s3://``, ``gs://``; not ``file://``)."""
     return "://" in path and not path.startswith("file://")
+
+
+def is_s3(path: Any) -> bool:
+    """An ``s3://bucket/prefix`` address (a dataset or results folder on S3)."""
+    return isinstance(path, str) and path.startswith("s3://")
+
+
+def s3_endpoint() -> str | None:
+    """The custom S3 endpoint, if one is configured (``AWS_ENDPOINT_URL_S3`` wins)."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
 def normalize_storage(path: str) -> str:
@@ -53,8 +64,8 @@ def filesystem(uri: str) -> tuple[Any, str]:
 
     if not is_uri(uri):
         return pafs.LocalFileSystem(), normalize_storage(uri)
-    if uri.startswith("s3://"):
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if is_s3(uri):
+        endpoint = s3_endpoint()
         kwargs: dict[str, Any] = {}
         if endpoint:
             scheme, _, host = endpoint.partition("://")
