@@ -13,7 +13,7 @@ from imagefolder_helpers import duplicate, make_folder, make_image, truncate
 
 from hemotune.data.imagefolder import load_prepared, read_split_table
 from hemotune.errors import DataError, UsageError
-from hemotune.trainers.classification import ImageClassificationTrainer
+from hemotune.trainers.image_classification import ImageClassificationTrainer
 
 TRAINER = ImageClassificationTrainer()
 

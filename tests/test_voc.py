@@ -13,17 +13,19 @@ import pytest
 import yaml
 from PIL import Image
 
-from hemotune.data import yolo as yolo_module
-from hemotune.data.report import DataReport, Issue
-from hemotune.data.voc import Box, ClassNames, read_voc
-from hemotune.data.yolo import (
+from hemotune.data.detection import (
     CONVERTER_VERSION,
+    Box,
+    ClassNames,
     detect_format,
     label_path,
     prepare_detection_data,
     read_report,
+    read_voc,
     read_yolo,
 )
+from hemotune.data.detection import prepare as prepare_module
+from hemotune.data.report import DataReport, Issue
 from hemotune.errors import DataError
 
 BCCD_CLASSES = ["RBC", "WBC", "Platelets"]
@@ -283,13 +285,13 @@ def test_fingerprint_is_stable_and_the_cache_is_built_once(
 ) -> None:
     root = make_voc(tmp_path / "voc", clean_items(10))
     builds = []
-    real_read_voc = yolo_module.read_voc
+    real_read_voc = prepare_module.read_voc
 
     def counting_read_voc(*args, **kwargs):  # type: ignore[no-untyped-def]
         builds.append(args)
         return real_read_voc(*args, **kwargs)
 
-    monkeypatch.setattr(yolo_module, "read_voc", counting_read_voc)
+    monkeypatch.setattr(prepare_module, "read_voc", counting_read_voc)
     first = prepare_detection_data(root, tmp_path / "cache")
     second = prepare_detection_data(root, tmp_path / "cache")
     assert first.fingerprint == second.fingerprint and len(builds) == 1

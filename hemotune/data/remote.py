@@ -17,8 +17,8 @@ folder on every node, and changed contents give a new one. The fetch:
 
 Endpoints and credentials: boto3's standard chain (instance profile, ``~/.aws``,
 ``AWS_*`` variables); a custom endpoint (MinIO, on-prem) from
-``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``. Credentials are never written
-anywhere by this module.
+``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` (``hemotune.storage.s3_endpoint``).
+Credentials are never written anywhere by this module.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from typing import Any
 from hemotune.data.cache import COMPLETE_MARKER
 from hemotune.data.fingerprint import file_sha256
 from hemotune.errors import DataError
+from hemotune.storage import is_s3, s3_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +51,6 @@ SOURCE_RECORD = ".hemotune-s3.json"
 #: One line per real fetch (not per cache hit), under ``cache_dir/s3/``.
 FETCH_LOG = "fetch-log.jsonl"
 _CHUNK = 1 << 20
-
-
-def is_remote(path: Any) -> bool:
-    return isinstance(path, str) and path.startswith("s3://")
-
-
-def s3_endpoint() -> str | None:
-    """The custom S3 endpoint, if one is configured (``AWS_ENDPOINT_URL_S3`` wins)."""
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
 def s3_client() -> Any:
@@ -76,7 +68,7 @@ def s3_client() -> Any:
 
 def split_uri(uri: str) -> tuple[str, str]:
     """``s3://bucket/a/b/`` -> ``("bucket", "a/b")``."""
-    if not is_remote(uri):
+    if not is_s3(uri):
         raise DataError(f"not an s3:// URI: {uri}")
     bucket, _, prefix = uri[len("s3://") :].partition("/")
     if not bucket:
@@ -197,7 +189,7 @@ def fetch_dataset(
 def localize_dataset(dataset: Mapping[str, Any], cache_dir: Path) -> dict[str, Any]:
     """``dataset`` with an ``s3://`` path replaced by its local copy (other paths unchanged)."""
     local = dict(dataset)
-    if is_remote(local.get("path")):
+    if is_s3(local.get("path")):
         local["path"] = str(fetch_dataset(str(local["path"]), cache_dir))
     return local
 
