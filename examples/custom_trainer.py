@@ -3,7 +3,10 @@
     python examples/custom_trainer.py
 
 The trainer below fits a one-parameter model by gradient descent; a search space can
-then name ``trainer: quadratic_example`` (see the inline space at the bottom).
+then name ``trainer: quadratic_example`` (see the inline space at the bottom). A trainer
+implements ``train(resolved, report, context)``: the tuning layer resolves each trial's
+parameters once (``Trainer.resolve``, here the default: as given), logs them, then
+trains them. ``context.best_epoch(...)`` keeps the best epoch by the search objective.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from typing import Any
 
 from hemotune import RunSettings, run_search
 from hemotune.data.fingerprint import fingerprint_tree
+from hemotune.metrics import best_key
 from hemotune.spaces import validate_space
 from hemotune.trainers import (
+    COMMON_PARAMS,
     Metrics,
     ParamSpec,
     PreparedData,
@@ -34,9 +39,7 @@ class QuadraticTrainer(Trainer):
     description = "Minimise (w - 3)^2 by gradient descent."
     params = {
         "lr": ParamSpec("float", "step size", low=0.0, low_exclusive=True),
-        "epochs": ParamSpec("int", "steps", low=1, searchable=False),
-        "seed": ParamSpec("int", "unused", searchable=False),
-        "data": ParamSpec("str", "unused", searchable=False),
+        **COMMON_PARAMS,  # epochs, seed, data
     }
     metrics = ("val/loss",)
 
@@ -46,19 +49,22 @@ class QuadraticTrainer(Trainer):
         path = Path(str(dataset["path"]))
         return PreparedData(path=path, fingerprint=fingerprint_tree(path), source=str(path))
 
-    def fit(self, params: Mapping[str, Any], report: Report, context: TrialContext | None = None) -> Metrics:
-        context = context or TrialContext.temporary()
+    def train(self, resolved: Mapping[str, Any], report: Report, context: TrialContext) -> Metrics:
+        best = context.best_epoch("val/loss", "min")  # the search objective, else this default
         w, start = 0.0, 0
         if context.resume_from is not None:
             state = json.loads((context.resume_from / "state.json").read_text())
             w, start = state["w"], state["epoch"]
-        for epoch in range(start + 1, int(params["epochs"]) + 1):
-            w -= float(params["lr"]) * 2 * (w - 3.0)
+            best.restore(state["best"])
+        for epoch in range(start + 1, int(resolved["epochs"]) + 1):
+            w -= float(resolved["lr"]) * 2 * (w - 3.0)
+            metrics = {"epoch": epoch, "val/loss": (w - 3.0) ** 2}
+            best.update(epoch, metrics)
             ckpt = context.workdir / "ckpt"
             ckpt.mkdir(parents=True, exist_ok=True)
-            (ckpt / "state.json").write_text(json.dumps({"w": w, "epoch": epoch}))
-            report({"epoch": epoch, "val/loss": (w - 3.0) ** 2}, checkpoint=ckpt)
-        return {"best/val/loss": (w - 3.0) ** 2}
+            (ckpt / "state.json").write_text(json.dumps({"w": w, "epoch": epoch, "best": best.state()}))
+            report(metrics, checkpoint=ckpt)
+        return {best_key(best.metric): best.value, "best_epoch": float(best.epoch)}
 
 
 def main() -> None:

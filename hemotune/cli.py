@@ -14,10 +14,16 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hemotune import __version__
+from hemotune._version import __version__
 from hemotune.errors import UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.console import Console
+
+    from hemotune.config import RunSettings, SearchSpace
+    from hemotune.tuning import SearchOutcome
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -27,6 +33,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``hemotune`` parser: one sub-command per action."""
     parser = _Parser(
         prog="hemotune",
         description="Distributed hyperparameter search for blood-cell deep learning "
@@ -35,7 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hemotune {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and trial logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_search_parser(sub)
+    _add_spaces_parser(sub)
+    sync = sub.add_parser("sync", help="re-synchronise a search's MLflow runs from Ray Tune's stored results")
+    sync.add_argument("search", metavar="SEARCH", help="the search name")
+    sync.add_argument("--results-dir", default="hemotune_results")
+    sync.add_argument("--tracking-uri")
+    trainers = sub.add_parser("trainers", help="list trainers and the parameters they accept")
+    trainers.add_argument("name", nargs="?", help="show one trainer's parameters")
+    return parser
 
+
+def _add_search_parser(sub: Any) -> None:
+    """``hemotune search``: what to search and where to run it."""
     search = sub.add_parser("search", help="run a search (locally or on a Ray cluster)")
     search.add_argument(
         "space", metavar="NAME_OR_FILE", help="a search-space name (see `hemotune spaces list`) or YAML file"
@@ -88,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="show tracebacks and trial logs",
     )
 
+
+def _add_spaces_parser(sub: Any) -> None:
+    """``hemotune spaces list|show|validate``."""
     spaces = sub.add_parser("spaces", help="list, show and validate search spaces")
     spaces_sub = spaces.add_subparsers(dest="spaces_command", metavar="ACTION")
     spaces_sub.add_parser("list", help="list the search spaces that can be found")
@@ -98,37 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("file", metavar="FILE")
     validate.add_argument("--data", help="also check that this dataset path exists")
 
-    sync = sub.add_parser("sync", help="re-synchronise a search's MLflow runs from Ray Tune's stored results")
-    sync.add_argument("search", metavar="SEARCH", help="the search name")
-    sync.add_argument("--results-dir", default="hemotune_results")
-    sync.add_argument("--tracking-uri")
 
-    trainers = sub.add_parser("trainers", help="list trainers and the parameters they accept")
-    trainers.add_argument("name", nargs="?", help="show one trainer's parameters")
-    return parser
+def _console() -> Console:
+    """The console every command prints to (rich is imported only when a command runs)."""
+    from hemotune.reports import console
 
-
-def _console() -> Any:
-    """A console that does not squeeze tables into 80 columns when output is not a terminal."""
-    from rich.console import Console
-
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        console = Console(highlight=False, width=max(console.width, 160))
-    return console
-
-
-def _local_dir(results_dir: str, local_dir: str | None) -> Path:
-    from hemotune.storage import is_uri
-
-    if local_dir:
-        return Path(local_dir).expanduser().resolve()
-    if is_uri(results_dir):
-        return Path("hemotune_results").resolve()
-    return Path(results_dir).expanduser().resolve()
+    return console()
 
 
 def _space_name(name_or_file: str) -> str:
+    """The ``name`` a space file declares (else its file name): what ``--resume`` looks for."""
     from hemotune.spaces import find_space_file, read_space_file
 
     path = find_space_file(name_or_file)
@@ -138,35 +139,11 @@ def _space_name(name_or_file: str) -> str:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from hemotune.config import RunSettings
-    from hemotune.spaces import load_space
+    """``hemotune search``: run (or resume) a search and print its ranking."""
+    from hemotune.tuning import run_search
 
     console = _console()
-    if args.resume:
-        from hemotune.tuning import load_resumable_space
-
-        space, path = load_resumable_space(args.results_dir, _space_name(args.space))
-        console.print(f"resuming [bold]{path}[/] with the space it was started with")
-    else:
-        space = load_space(
-            args.space,
-            preset=args.preset,
-            sets=args.sets,
-            data=args.data,
-            num_samples=args.num_samples,
-            max_concurrent=args.max_concurrent,
-        )
-    settings = RunSettings(
-        results_dir=args.results_dir,
-        tracking_uri=args.tracking_uri,
-        address=args.address,
-        resume=args.resume,
-        local_dir=_local_dir(args.results_dir, args.local_dir),
-        mlflow_experiment=args.mlflow_experiment,
-        show_progress=not args.no_progress,
-        show_trial_logs=args.verbose,
-        num_cpus=args.num_cpus,
-    )
+    space = _search_space(args, console)
     b = space.budget
     console.print(
         f"[bold]{space.name}[/] ({space.trainer}{', preset ' + space.preset if space.preset else ''}): "
@@ -174,17 +151,66 @@ def cmd_search(args: argparse.Namespace) -> int:
         f"ASHA grace {b.grace_period} / reduction {b.reduction_factor:g}; objective {space.objective.metric} "
         f"({space.objective.mode}); {space.resources.cpu:g} CPU + {space.resources.gpu:g} GPU per trial"
     )
-    from hemotune.tuning import run_search
+    outcome = run_search(space, _run_settings(args), announce=lambda message: console.print(message))
+    _print_outcome(console, outcome, space)
+    if outcome.interrupted:
+        console.print(
+            f"[yellow]search interrupted[/]: continue with `hemotune search {space.name} --resume"
+            f" --results-dir {args.results_dir}`"
+        )
+        return EXIT_INTERRUPTED
+    return EXIT_OK
 
-    outcome = run_search(space, settings, announce=lambda message: console.print(message))
-    from hemotune.reports import ranking_table
+
+def _search_space(args: argparse.Namespace, console: Console) -> SearchSpace:
+    """The space to search: the stored one of the search to resume, else the named file with overlays."""
+    from hemotune.spaces import load_space
+
+    if args.resume:
+        from hemotune.tuning import load_resumable_space
+
+        space, path = load_resumable_space(args.results_dir, _space_name(args.space))
+        console.print(f"resuming [bold]{path}[/] with the space it was started with")
+        return space
+    return load_space(
+        args.space,
+        preset=args.preset,
+        sets=args.sets,
+        data=args.data,
+        num_samples=args.num_samples,
+        max_concurrent=args.max_concurrent,
+    )
+
+
+def _run_settings(args: argparse.Namespace) -> RunSettings:
+    """Where and how the search runs, from the command line."""
+    from hemotune.config import RunSettings
+    from hemotune.tuning.state import local_dir
+
+    return RunSettings(
+        results_dir=args.results_dir,
+        tracking_uri=args.tracking_uri,
+        address=args.address,
+        resume=args.resume,
+        # --local-dir, else --results-dir when it is a folder, else ./hemotune_results
+        local_dir=Path(args.local_dir).expanduser().resolve()
+        if args.local_dir
+        else local_dir(args.results_dir, Path("hemotune_results").resolve()),
+        mlflow_experiment=args.mlflow_experiment,
+        show_progress=not args.no_progress,
+        show_trial_logs=args.verbose,
+        num_cpus=args.num_cpus,
+    )
+
+
+def _print_outcome(console: Console, outcome: SearchOutcome, space: SearchSpace) -> None:
+    """The ranking table, the best trial, failures and where to look in MLflow."""
+    from hemotune.reports import format_value, ranking_table
 
     console.print(ranking_table(outcome.ranking, space))
     if outcome.best is not None:
         best = outcome.best
-        params = ", ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items()
-        )
+        params = ", ".join(f"{k}={format_value(v)}" for k, v in best.params.items())
         console.print(
             f"[bold green]best[/]: trial {best.trial_id}, {space.objective.metric} = {best.best_value:.4f} "
             f"at epoch {best.best_epoch}: {params}"
@@ -203,16 +229,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         if ui_uri.startswith("sqlite")
         else f"mlflow: parent run {outcome.parent_run_id} at {ui_uri}"
     )
-    if outcome.interrupted:
-        console.print(
-            f"[yellow]search interrupted[/]: continue with `hemotune search {space.name} --resume"
-            f" --results-dir {args.results_dir}`"
-        )
-        return EXIT_INTERRUPTED
-    return EXIT_OK
 
 
 def cmd_spaces(args: argparse.Namespace) -> int:
+    """``hemotune spaces``: list, show or validate search spaces (no Ray, no MLflow)."""
     from hemotune import spaces
 
     console = _console()
@@ -234,7 +254,7 @@ def cmd_spaces(args: argparse.Namespace) -> int:
         import yaml
 
         console.print(f"# {space.source}" + (f" (preset {space.preset})" if space.preset else ""))
-        print(yaml.safe_dump(spaces_document(space), sort_keys=False), end="")
+        print(yaml.safe_dump(spaces.space_document(space, keep_preset=True), sort_keys=False), end="")
         return EXIT_OK
     if args.spaces_command == "validate":
         checked = spaces.validate_file(args.file, check_data=False)
@@ -245,14 +265,8 @@ def cmd_spaces(args: argparse.Namespace) -> int:
     raise UsageError("hemotune spaces needs an action: list, show NAME or validate FILE")
 
 
-def spaces_document(space: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = space.as_dict()
-    for key in ("source", "source_hash", "overrides"):
-        doc.pop(key, None)
-    return doc
-
-
 def cmd_sync(args: argparse.Namespace) -> int:
+    """``hemotune sync``: make a search's MLflow runs agree with Ray Tune's stored results."""
     from hemotune.config import RunSettings
     from hemotune.tuning import sync_search
 
@@ -267,6 +281,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_trainers(args: argparse.Namespace) -> int:
+    """``hemotune trainers [NAME]``: the registered trainers and their parameters."""
     from hemotune.trainers import available_trainers, get_trainer
 
     console = _console()
@@ -296,6 +311,7 @@ COMMANDS = {"search": cmd_search, "spaces": cmd_spaces, "sync": cmd_sync, "train
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (errors map to codes as the module says)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

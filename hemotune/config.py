@@ -1,7 +1,8 @@
 """Typed, frozen settings: what to search (``SearchSpace``) and how/where to run it (``RunSettings``).
 
 Objects here are plain data. ``hemotune.spaces`` builds a ``SearchSpace`` from a
-YAML file after validating it; ``hemotune.tuning`` turns both into a Ray Tune run.
+YAML file after validating it (and converts its distributions to Optuna's);
+``hemotune.tuning`` turns both into a Ray Tune run.
 """
 
 from __future__ import annotations
@@ -9,17 +10,14 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-
-if TYPE_CHECKING:  # pragma: no cover
-    from optuna.distributions import BaseDistribution
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
 class Distribution:
-    """One searched parameter, in Optuna's distribution vocabulary."""
+    """One searched parameter, in Optuna's distribution vocabulary (``spaces.to_optuna`` converts it)."""
 
     name: str
     type: Literal["float", "int", "categorical"]
@@ -29,36 +27,38 @@ class Distribution:
     step: float | None = None
     choices: tuple[Any, ...] | None = None
 
-    def to_optuna(self) -> BaseDistribution:
-        """The equivalent Optuna distribution (imports optuna)."""
-        from optuna import distributions as d
+    def __post_init__(self) -> None:
+        """A categorical parameter needs choices; a float or int one needs both bounds."""
+        if self.type == "categorical" and not self.choices:
+            raise ValueError(f"categorical parameter {self.name!r} needs choices")
+        if self.type != "categorical" and (self.low is None or self.high is None):
+            raise ValueError(f"{self.type} parameter {self.name!r} needs low and high")
 
-        if self.type == "categorical":
-            assert self.choices is not None
-            return d.CategoricalDistribution(list(self.choices))
-        assert self.low is not None and self.high is not None
-        if self.type == "int":
-            return d.IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
-        return d.FloatDistribution(float(self.low), float(self.high), log=self.log, step=self.step)
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """``(low, high)`` of a float or int parameter."""
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.type} parameter {self.name!r} has no bounds")
+        return self.low, self.high
 
     def contains(self, value: Any) -> bool:
         """Whether ``value`` is a point of this distribution (for known points)."""
         if self.type == "categorical":
-            assert self.choices is not None
-            return value in self.choices
+            return value in (self.choices or ())
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return False
         if self.type == "int" and not isinstance(value, int):
             return False
-        assert self.low is not None and self.high is not None
-        if not (self.low <= value <= self.high):
+        low, high = self.bounds
+        if not (low <= value <= high):
             return False
         if self.step is not None:
-            steps = (value - self.low) / self.step
+            steps = (value - low) / self.step
             return math.isclose(steps, round(steps), abs_tol=1e-9)
         return True
 
     def as_dict(self) -> dict[str, Any]:
+        """The search-space file form: ``{type, low, high[, log][, step]}`` or ``{type, choices}``."""
         if self.type == "categorical":
             return {"type": "categorical", "choices": list(self.choices or ())}
         out: dict[str, Any] = {"type": self.type, "low": self.low, "high": self.high}
@@ -71,6 +71,8 @@ class Distribution:
 
 @dataclass(frozen=True)
 class Objective:
+    """The metric a search optimises and whether higher (``max``) or lower (``min``) is better."""
+
     metric: str
     mode: Literal["max", "min"]
 
@@ -105,6 +107,7 @@ class DatasetConfig:
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
+        """The ``dataset`` section: path, format and the options side by side."""
         return {"path": self.path, "format": self.format, **dict(self.options)}
 
 
@@ -128,9 +131,6 @@ class SearchSpace:
     preset: str | None = None
     overrides: tuple[str, ...] = ()
 
-    def optuna_space(self) -> dict[str, BaseDistribution]:
-        return {p.name: p.to_optuna() for p in self.parameters}
-
     def trial_params(self, sampled: Mapping[str, Any]) -> dict[str, Any]:
         """The full parameter set of one trial: fixed values, sampled values, budget epochs, seed."""
         params: dict[str, Any] = {"seed": self.seed, **dict(self.fixed)}
@@ -152,16 +152,8 @@ class SearchSpace:
             "objective": {"metric": self.objective.metric, "mode": self.objective.mode},
             "fixed": dict(self.fixed),
             "parameters": {p.name: p.as_dict() for p in self.parameters},
-            "budget": {
-                "num_samples": self.budget.num_samples,
-                "max_concurrent": self.budget.max_concurrent,
-                "epochs": self.budget.epochs,
-                "grace_period": self.budget.grace_period,
-                "reduction_factor": self.budget.reduction_factor,
-                "max_failures": self.budget.max_failures,
-                "time_budget_s": self.budget.time_budget_s,
-            },
-            "resources": {"cpu": self.resources.cpu, "gpu": self.resources.gpu},
+            "budget": asdict(self.budget),
+            "resources": asdict(self.resources),
             "seed": self.seed,
             "points_to_evaluate": [dict(p) for p in self.points_to_evaluate],
         }

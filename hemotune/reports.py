@@ -1,89 +1,43 @@
-"""Tables and summaries of finished searches: the ranked trials and the best configuration."""
+"""Tables and exported files of a finished search: the ranking (terminal and Markdown) and best_config.yaml.
+
+The ranking itself is computed in ``hemotune.results``; this module only presents it.
+"""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from hemotune.config import SearchSpace
-from hemotune.tracking import TrialRecord, best_row, epoch_metrics, finite_metrics
+from hemotune.results import RankedTrial
 
 if TYPE_CHECKING:  # pragma: no cover
+    from rich.console import Console
     from rich.table import Table
 
 
-@dataclass(frozen=True)
-class RankedTrial:
-    rank: int
-    trial_id: str
-    trial_name: str
-    outcome: str
-    epochs: int
-    best_value: float | None
-    best_epoch: int | None
-    last_value: float | None
-    params: Mapping[str, Any]
-    best_metrics: Mapping[str, float] = field(default_factory=dict)
-    run_id: str | None = None
-    error: str | None = None
+def console() -> Console:
+    """A rich console that does not squeeze tables into 80 columns when output is not a terminal."""
+    from rich.console import Console
+
+    out = Console(highlight=False)
+    if not out.is_terminal:  # logs and CI: no 80-column wrapping
+        out = Console(highlight=False, width=max(out.width, 160))
+    return out
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def rank_trials(
-    records: Sequence[TrialRecord], space: SearchSpace, run_ids: Mapping[str, str]
-) -> list[RankedTrial]:
-    """Trials sorted by their best objective value over epochs; trials without one go last."""
-    metric, mode = space.objective.metric, space.objective.mode
-    rows = []
-    for record in records:
-        scored = [r for r in record.history if _finite(r.get(metric))]
-        last_epoch = max((int(r["epoch"]) for r in record.history if _finite(r.get("epoch"))), default=0)
-        rows.append(
-            (record, best_row(scored, metric, mode), scored[-1][metric] if scored else None, last_epoch)
-        )
-    sign = -1.0 if mode == "max" else 1.0
-    rows.sort(key=lambda r: (r[1] is None, sign * r[1][metric] if r[1] is not None else 0.0, r[0].trial_id))
-    ranked = []
-    for i, (record, best, last, epochs) in enumerate(rows, start=1):
-        ranked.append(
-            RankedTrial(
-                rank=i,
-                trial_id=record.trial_id,
-                trial_name=record.trial_name,
-                outcome=record.outcome,
-                epochs=epochs,
-                best_value=float(best[metric]) if best is not None else None,
-                best_epoch=int(best["epoch"]) if best is not None and _finite(best.get("epoch")) else None,
-                last_value=float(last) if last is not None else None,
-                params=dict(record.config),
-                best_metrics=_metric_view(best) if best is not None else {},
-                run_id=run_ids.get(record.trial_id),
-                error=record.error,
-            )
-        )
-    return ranked
-
-
-def _metric_view(row: Mapping[str, Any]) -> dict[str, float]:
-    """The trainer's metrics of one epoch (``val/...``, ``train/...``), without Tune's bookkeeping."""
-    return {k: v for k, v in finite_metrics(epoch_metrics(row)).items() if "/" in k}
-
-
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A sampled or reported value for people: floats to 4 significant digits, the rest as ``str``."""
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
 
 
 def ranking_rows(ranking: Sequence[RankedTrial], space: SearchSpace) -> tuple[list[str], list[list[str]]]:
+    """The ranking as a header and rows of text (shared by the terminal table and ranking.md)."""
     names = [p.name for p in space.parameters]
     header = ["rank", "trial", "outcome", "epochs", f"best {space.objective.metric}", "at epoch", *names]
     rows = []
@@ -96,13 +50,14 @@ def ranking_rows(ranking: Sequence[RankedTrial], space: SearchSpace) -> tuple[li
                 str(t.epochs),
                 "-" if t.best_value is None else f"{t.best_value:.4f}",
                 "-" if t.best_epoch is None else str(t.best_epoch),
-                *[_fmt(t.params.get(n, "")) for n in names],
+                *[format_value(t.params.get(n, "")) for n in names],
             ]
         )
     return header, rows
 
 
 def ranking_table(ranking: Sequence[RankedTrial], space: SearchSpace) -> Table:
+    """The ranking as a rich table: the best trial in green, failed ones in red."""
     from rich.table import Table
 
     header, rows = ranking_rows(ranking, space)
@@ -120,6 +75,7 @@ def ranking_table(ranking: Sequence[RankedTrial], space: SearchSpace) -> Table:
 
 
 def ranking_markdown(ranking: Sequence[RankedTrial], space: SearchSpace) -> str:
+    """The ranking as ``ranking.md``, with the failed trials' errors below the table."""
     header, rows = ranking_rows(ranking, space)
     lines = [
         f"# {space.name}: trials ranked by {space.objective.metric} ({space.objective.mode})",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,13 @@ from imagefolder_helpers import make_folder
 
 from hemotune.spaces import load_space, validate_file
 from hemotune.trainers import TrialContext, get_trainer
-from hemotune.trainers.classification import ImageClassificationTrainer
-from hemotune.trainers.cls_losses import FocalCrossEntropy
-from hemotune.trainers.cls_models import BuiltModel, get_spec
-from hemotune.trainers.cls_train import Runtime, Setup, load_checkpoint, make_loader, train_one_epoch
+from hemotune.trainers.image_classification import ImageClassificationTrainer
+from hemotune.trainers.image_classification.batches import make_loader
+from hemotune.trainers.image_classification.checkpoint import load_checkpoint
+from hemotune.trainers.image_classification.loop import train_one_epoch
+from hemotune.trainers.image_classification.losses import FocalCrossEntropy
+from hemotune.trainers.image_classification.models import BuiltModel, get_spec
+from hemotune.trainers.image_classification.setup import Runtime, Setup
 
 TRAINER = ImageClassificationTrainer()
 
@@ -116,7 +120,7 @@ def test_trainer_module_import_is_cheap() -> None:
     import sys
 
     code = (
-        "import sys, hemotune.trainers.classification; "
+        "import sys, hemotune.trainers.image_classification; "
         "print(sorted(m for m in ('torch', 'timm', 'ultralytics', 'sklearn', 'cv2') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -290,6 +294,73 @@ def test_too_large_imgsz_and_resume_mismatch_fail_clearly(tiny_data: str, tmp_pa
 
     with pytest.raises(UsageError, match="imgsz 64 > cache_imgsz 32"):
         TRAINER.fit(tiny_params(tiny_data, imgsz=64), Recorder(tmp_path), TrialContext(workdir=tmp_path))
+
+
+# ----------------------------------------------------------------------------- best epoch by the objective
+
+#: Three epochs whose best differs by metric: macro F1 (best_metric's default) peaks at 2,
+#: accuracy at 3, the val loss is lowest at 1.
+CURVES = {
+    1: {"val/macro_f1": 0.2, "val/accuracy": 0.5, "val/loss": 0.7},
+    2: {"val/macro_f1": 0.6, "val/accuracy": 0.4, "val/loss": 1.1},
+    3: {"val/macro_f1": 0.4, "val/accuracy": 0.7, "val/loss": 0.9},
+}
+
+
+@pytest.mark.parametrize(
+    ("objective", "mode", "best_metric", "best_epoch"),
+    [
+        (None, "max", "val/macro_f1", 2),  # no objective: best_metric decides
+        (None, "max", "val/loss", 1),  # a loss best_metric is best lowest
+        ("val/accuracy", "max", "val/macro_f1", 3),  # the objective wins over best_metric
+        ("val/loss", "min", "val/macro_f1", 1),
+    ],
+)
+def test_best_epoch_and_weights_follow_the_search_objective(
+    tiny_data: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    objective: str | None,
+    mode: str,
+    best_metric: str,
+    best_epoch: int,
+) -> None:
+    """The epochs' metrics are faked (no training); selection, best.pt and the checkpoint are real."""
+    from hemotune.trainers.image_classification.loop import ClassificationTrial
+
+    def fake_epoch(trial: ClassificationTrial, epoch: int) -> tuple[dict[str, float], Any, Any]:
+        y_true = trial.val_y.numpy()
+        return {"epoch": epoch, **CURVES[epoch]}, y_true, y_true * 0
+
+    monkeypatch.setattr(ClassificationTrial, "_train_and_evaluate", fake_epoch)
+    params = tiny_params(tiny_data, model="mobilenetv3_small_100", epochs=3, best_metric=best_metric)
+    context = TrialContext(workdir=tmp_path / "w", seed=0, objective=objective, mode=mode)
+    recorder = Recorder(tmp_path)
+    summary = TRAINER.fit(params, recorder, context)
+    metric = objective or best_metric
+    assert summary["best_epoch"] == best_epoch
+    assert summary[f"best/{metric}"] == CURVES[best_epoch][metric]
+    assert summary["best/val/macro_f1"] == CURVES[best_epoch]["val/macro_f1"]
+    exported = [epoch for epoch, files in enumerate(recorder.artifacts, 1) if "weights/best.pt" in files]
+    assert exported[0] == 1 and exported[-1] == best_epoch
+    weights = torch.load(recorder.artifacts[best_epoch - 1]["weights/best.pt"], weights_only=False)
+    assert (weights["epoch"], weights["best_metric"]) == (best_epoch, metric)
+    assert load_checkpoint(recorder.checkpoints[-1])["best_epoch"] == best_epoch
+    again = replace(context, workdir=tmp_path / "again", resume_from=recorder.checkpoints[-1])
+    assert TRAINER.fit(params, Recorder(tmp_path / "r"), again) == summary  # resumed: the same best epoch
+
+
+@pytest.mark.slow
+def test_a_min_mode_objective_picks_the_best_epoch_of_a_real_run(tiny_data: str, tmp_path: Path) -> None:
+    """Trained for real: with ``val/loss`` (min) as the objective, best.pt is the lowest-loss epoch."""
+    recorder = Recorder(tmp_path)
+    context = TrialContext(workdir=tmp_path / "w", seed=0, objective="val/loss", mode="min")
+    summary = TRAINER.fit(tiny_params(tiny_data, model="mobilenetv3_small_100", epochs=3), recorder, context)
+    losses = [m["val/loss"] for m in recorder.metrics]
+    assert len(losses) == 3 and summary["best/val/loss"] == min(losses)
+    assert summary["best_epoch"] == losses.index(min(losses)) + 1
+    exported = [epoch for epoch, files in enumerate(recorder.artifacts, 1) if "weights/best.pt" in files]
+    assert exported[-1] == summary["best_epoch"]
 
 
 # ----------------------------------------------------------------------------- the search spaces

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hemotune.trainers.cls_losses import FocalCrossEntropy, class_weights, sample_weights
+from hemotune.trainers.image_classification.losses import FocalCrossEntropy, class_weights, sample_weights
 
 COUNTS = [10, 20, 70]
 

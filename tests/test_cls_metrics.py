@@ -16,8 +16,8 @@ from sklearn.metrics import (
     recall_score,
 )
 
-from hemotune.trainers.classification import ImageClassificationTrainer
-from hemotune.trainers.cls_metrics import (
+from hemotune.trainers.image_classification import ImageClassificationTrainer
+from hemotune.trainers.image_classification.metrics import (
     classification_metrics,
     confusion,
     metric_class_names,

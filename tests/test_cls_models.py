@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hemotune.errors import UsageError
-from hemotune.trainers.cls_models import MODEL_NAMES, MODELS, build_model, get_spec
+from hemotune.trainers.image_classification.models import MODEL_NAMES, MODELS, build_model, get_spec
 
 REQUIRED = [
     "densenet121",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from hemotune.searcher import ResumableOptunaSearch
+from hemotune.tuning.searcher import ResumableOptunaSearch
 
 
 @pytest.fixture

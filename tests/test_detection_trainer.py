@@ -23,25 +23,24 @@ import pytest
 import yaml
 
 from hemotune.errors import SpaceValidationError, TrialConfigurationError, UsageError
+from hemotune.metrics import metric_key
 from hemotune.spaces import load_space, validate_file
 from hemotune.trainers import TrialContext, get_trainer
-from hemotune.trainers.detection import (
+from hemotune.trainers.yolo_detection import (
     DEFAULTS,
     OPTIMIZERS,
     STATE_FILE,
     YoloDetectionTrainer,
-    _is_allowed_callback,
-    _ultralytics_session,
-    _UltralyticsRun,
     checkpoint_epoch,
     expected_accumulate,
     learning_rate,
-    metric_name,
     model_problem,
     offline_amp_check,
     trial_data_yaml,
     ultralytics_train_args,
 )
+from hemotune.trainers.yolo_detection.patches import is_allowed_callback, ultralytics_session
+from hemotune.trainers.yolo_detection.run import UltralyticsRun
 
 REPO = Path(__file__).resolve().parent.parent
 SPACE_FILE = REPO / "search_spaces" / "bcd_loss_weights.yaml"
@@ -154,8 +153,8 @@ def test_expected_accumulate_is_capped_by_the_micro_batches_of_the_run(
 
 def test_learning_rate_and_metric_names() -> None:
     assert learning_rate(0.01, 128, 64) == pytest.approx(0.02)
-    assert metric_name("val/AP50/Band (neutrophil)") == "val/AP50/Band _neutrophil_"
-    assert metric_name("val/mAP50-95") == "val/mAP50-95"
+    assert metric_key("val/AP50/Band (neutrophil)") == "val/AP50/Band _neutrophil_"
+    assert metric_key("val/mAP50-95") == "val/mAP50-95"
 
 
 def test_box_gain_reaches_the_ultralytics_call(trainer: YoloDetectionTrainer, tmp_path: Path) -> None:
@@ -242,9 +241,9 @@ def _fake_trainer(**overrides: Any) -> SimpleNamespace:
     return SimpleNamespace(**fields)
 
 
-def _guarded_run(trainer: YoloDetectionTrainer, tmp_path: Path) -> _UltralyticsRun:
+def _guarded_run(trainer: YoloDetectionTrainer, tmp_path: Path) -> UltralyticsRun:
     resolved = trainer.resolve({"imgsz": 128, "batch": 4, "accumulate_steps": 8, "epochs": 2, "data": "x"})
-    run = _UltralyticsRun(resolved, _no_report, _context(tmp_path))
+    run = UltralyticsRun(resolved, _no_report, _context(tmp_path))
     run._on_pretrain_routine_end(_fake_trainer(epoch=0))
     return run
 
@@ -280,7 +279,7 @@ def test_guards_catch_optimizer_and_lr_changes(trainer: YoloDetectionTrainer, tm
     with pytest.raises(TrialConfigurationError, match="optimizer AdamW, asked SGD"):
         run._on_train_epoch_start(_fake_trainer(optimizer=adamw))
     resolved = trainer.resolve({"imgsz": 128, "batch": 4, "accumulate_steps": 8, "epochs": 2, "data": "x"})
-    fresh = _UltralyticsRun(resolved, _no_report, _context(tmp_path))
+    fresh = UltralyticsRun(resolved, _no_report, _context(tmp_path))
     sgd = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     sgd.param_groups[0]["initial_lr"] = 0.1
     with pytest.raises(TrialConfigurationError, match=r"lr0 is 0\.1"):
@@ -293,7 +292,7 @@ def test_guards_catch_optimizer_and_lr_changes(trainer: YoloDetectionTrainer, tm
 
 def test_importing_the_trainer_and_data_layer_stays_cheap() -> None:
     code = (
-        "import sys, hemotune.trainers.detection, hemotune.data.yolo, hemotune.data.voc\n"
+        "import sys, hemotune.trainers.yolo_detection, hemotune.data.detection\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ultralytics', 'ray', 'mlflow'))\n"
         "assert not heavy, heavy"
     )
@@ -307,10 +306,10 @@ def test_only_ultralytics_no_op_callbacks_and_ours_survive() -> None:
     from ultralytics.utils import events
     from ultralytics.utils.callbacks import base, platform
 
-    assert _is_allowed_callback(base.on_fit_epoch_end)
-    assert not _is_allowed_callback(platform.callbacks["on_pretrain_routine_start"])
-    assert not _is_allowed_callback(events.callbacks["on_train_end"])
-    assert _is_allowed_callback(_UltralyticsRun.run)
+    assert is_allowed_callback(base.on_fit_epoch_end)
+    assert not is_allowed_callback(platform.callbacks["on_pretrain_routine_start"])
+    assert not is_allowed_callback(events.callbacks["on_train_end"])
+    assert is_allowed_callback(UltralyticsRun.run)
 
 
 def test_the_amp_check_is_offline_and_fails_loudly_on_blacklisted_gpus(
@@ -330,7 +329,7 @@ def test_the_amp_check_is_offline_and_fails_loudly_on_blacklisted_gpus(
     with pytest.raises(TrialConfigurationError, match="set amp: false"):
         offline_amp_check(fake_model("cuda"))
     original = trainer_module.check_amp
-    with _ultralytics_session():
+    with ultralytics_session():
         assert trainer_module.check_amp is offline_amp_check
     assert trainer_module.check_amp is original
 
@@ -385,8 +384,123 @@ def test_dataset_options_are_checked(trainer: YoloDetectionTrainer, tmp_path: Pa
 
     with pytest.raises(DataError, match=r"dataset\.classes"):
         trainer.prepare_data({"path": str(tmp_path), "classes": ["RBC", "rbc"]}, {}, tmp_path)
-    with pytest.raises(DataError, match=r"dataset\.shuffle: unknown option"):
+    with pytest.raises(
+        DataError, match=r"dataset\.shuffle: unknown dataset option for trainer 'yolo_detection'"
+    ):
         trainer.prepare_data({"path": str(tmp_path), "shuffle": True}, {}, tmp_path)
+
+
+def test_dataset_problems_name_the_key_and_what_is_wrong(trainer: YoloDetectionTrainer) -> None:
+    """The one check behind space validation and ``prepare_data``: format, unknown options, bad values."""
+    problems = trainer.dataset_problems(
+        {"path": "x", "format": "coco", "shuffle": True, "max_val_images": 0, "classes": None}
+    )
+    assert problems == [
+        ("dataset.format", "'coco' is not allowed; allowed: auto, voc, yolo"),
+        (
+            "dataset.shuffle",
+            "unknown dataset option for trainer 'yolo_detection'; allowed: path, format, classes, "
+            "max_train_images, max_val_images, selection_seed, val_fraction",
+        ),
+        ("dataset.max_val_images", "must be >= 1, got 0"),
+    ]
+    assert trainer.dataset_problems({"path": "x", "format": "voc", "classes": BCCD_CLASSES}) == []
+
+
+# ----------------------------------------------------------------------------- best epoch by the objective
+
+#: Three epochs whose best differs by metric: mAP50-95 peaks at 2, mAP50 at 3, box loss is lowest at 1,
+#: and so is the AP50 of WBC (the second class).
+CURVES = {
+    1: {"metrics/mAP50-95(B)": 0.10, "metrics/mAP50(B)": 0.20, "val/box_loss": 1.0, "ap50": [0.3, 0.6]},
+    2: {"metrics/mAP50-95(B)": 0.30, "metrics/mAP50(B)": 0.25, "val/box_loss": 1.4, "ap50": [0.2, 0.5]},
+    3: {"metrics/mAP50-95(B)": 0.20, "metrics/mAP50(B)": 0.40, "val/box_loss": 1.2, "ap50": [0.6, 0.2]},
+}
+
+
+def _epoch_end_trainer(epoch: int, folder: Path) -> SimpleNamespace:
+    """What ``on_fit_epoch_end`` reads from an Ultralytics trainer after validating 1-based ``epoch``."""
+    curve = CURVES[epoch]
+    last = folder / f"last-{epoch}.pt"
+    last.write_text(f"weights after epoch {epoch}")  # not a torch file: saved as is
+    metrics = {k: v for k, v in curve.items() if k != "ap50"}
+    metrics.update(
+        {"metrics/precision(B)": 0.5, "metrics/recall(B)": 0.5, "val/cls_loss": 1.0, "val/dfl_loss": 1.0}
+    )
+    box = SimpleNamespace(ap_class_index=[0, 1], ap50=curve["ap50"])
+    return SimpleNamespace(
+        epoch=epoch - 1,
+        metrics=metrics,
+        tloss=None,
+        label_loss_items=lambda loss, prefix: {f"{prefix}/box_loss": 1.0, f"{prefix}/cls_loss": 1.0},
+        data={"names": {0: "RBC", 1: "WBC"}},
+        validator=SimpleNamespace(metrics=SimpleNamespace(box=box)),
+        optimizer=SimpleNamespace(param_groups=[{"lr": 0.01}]),
+        accumulate=2,
+        batch_size=4,
+        epoch_time=1.0,
+        last=last,
+        csv=folder / "results.csv",
+    )
+
+
+def _run_epochs(
+    trainer: YoloDetectionTrainer, workdir: Path, objective: str | None, mode: str
+) -> tuple[UltralyticsRun, Recorder]:
+    resolved = trainer.resolve({"imgsz": 64, "batch": 4, "accumulate_steps": 2, "epochs": 3, "data": "x"})
+    report = Recorder()
+    run = UltralyticsRun(resolved, report, TrialContext(workdir=workdir, objective=objective, mode=mode))
+    workdir.mkdir(parents=True, exist_ok=True)
+    for epoch in CURVES:
+        run.pending_epoch = True  # as _on_train_epoch_end leaves it
+        run._on_fit_epoch_end(_epoch_end_trainer(epoch, workdir))
+    return run, report
+
+
+@pytest.mark.parametrize(
+    ("objective", "mode", "best_epoch", "best_value"),
+    [
+        (None, "max", 2, 0.30),  # the default: val/mAP50-95
+        ("val/mAP50", "max", 3, 0.40),
+        ("val/box_loss", "min", 1, 1.0),
+        ("val/AP50/WBC", "max", 1, 0.6),
+    ],
+)
+def test_best_epoch_and_weights_follow_the_search_objective(
+    trainer: YoloDetectionTrainer,
+    tmp_path: Path,
+    objective: str | None,
+    mode: str,
+    best_epoch: int,
+    best_value: float,
+) -> None:
+    run, report = _run_epochs(trainer, tmp_path / "trial", objective, mode)
+    summary = run.summary()
+    metric = objective or "val/mAP50-95"
+    assert summary["best_epoch"] == best_epoch
+    assert summary[f"best/{metric}"] == pytest.approx(best_value)
+    best_metrics = report.calls[best_epoch - 1][0]
+    assert summary["best/val/mAP50-95"] == best_metrics["val/mAP50-95"]
+    assert summary["best/val/mAP50"] == best_metrics["val/mAP50"]
+    exported = [
+        epoch for epoch, (_, _, artifacts) in enumerate(report.calls, 1) if "weights/best.pt" in artifacts
+    ]
+    assert exported[0] == 1 and exported[-1] == best_epoch  # the first epoch is always a best
+    best_pt = tmp_path / "trial" / "weights" / "best.pt"
+    assert best_pt.read_text() == f"weights after epoch {best_epoch}"
+    # a resumed run keeps the best epoch it was chosen by; another objective cannot resume it
+    checkpoint = report.calls[-1][1]
+    assert checkpoint is not None
+    resumed = UltralyticsRun(
+        run.resolved, _no_report, TrialContext(workdir=tmp_path / "again", objective=objective, mode=mode)
+    )
+    resumed._restore(checkpoint)
+    assert resumed.summary()["best_epoch"] == best_epoch
+    other = UltralyticsRun(
+        run.resolved, _no_report, TrialContext(workdir=tmp_path / "other", objective="val/recall")
+    )
+    with pytest.raises(TrialConfigurationError, match="mix two objectives"):
+        other._restore(checkpoint)
 
 
 # ----------------------------------------------------------------------------- real training (slow)
@@ -490,6 +604,23 @@ def test_fit_reports_every_epoch_with_checkpoints(
         "epoch-0001",
         "epoch-0002",
     ]
+
+
+@pytest.mark.slow
+def test_a_min_mode_objective_picks_the_best_epoch_of_a_real_run(
+    trainer: YoloDetectionTrainer, tiny_bccd: str, tmp_path: Path
+) -> None:
+    """Trained for real: with ``val/box_loss`` (min) as the objective, best.pt is the lowest-loss epoch."""
+    report = Recorder()
+    context = TrialContext(workdir=tmp_path / "trial", seed=0, objective="val/box_loss", mode="min")
+    summary = trainer.fit(_tiny_params(tiny_bccd, epochs=3), report, context)
+    losses = [m["val/box_loss"] for m, _, _ in report.calls]
+    assert len(losses) == 3 and summary["best/val/box_loss"] == min(losses)
+    assert summary["best_epoch"] == losses.index(min(losses)) + 1
+    exported = [
+        epoch for epoch, (_, _, artifacts) in enumerate(report.calls, 1) if "weights/best.pt" in artifacts
+    ]
+    assert exported[-1] == summary["best_epoch"]
 
 
 @pytest.mark.slow

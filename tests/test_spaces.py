@@ -12,13 +12,18 @@ import optuna
 import pytest
 import yaml
 
+from hemotune.config import Distribution
 from hemotune.errors import SpaceValidationError, UsageError
 from hemotune.spaces import (
     apply_sets,
     find_space_file,
     list_spaces,
     load_space,
+    optuna_space,
     parse_yaml,
+    space_dirs,
+    space_document,
+    to_optuna,
     validate_file,
     validate_space,
 )
@@ -55,7 +60,7 @@ def test_shipped_spaces_all_validate_with_their_presets() -> None:
 
 def test_synthetic_space_converts_to_optuna(tmp_path: Path) -> None:
     space = load_space(str(write(tmp_path, base_doc(tmp_path))))
-    dists = space.optuna_space()
+    dists = optuna_space(space)
     assert isinstance(dists["lr"], optuna.distributions.FloatDistribution)
     assert dists["lr"].log and dists["lr"].low == pytest.approx(1e-5)
     assert dists["plateau"].high == 1.0
@@ -70,12 +75,42 @@ def test_int_categorical_and_step_distributions(tmp_path: Path) -> None:
     doc["parameters"]["fail_at_epoch"] = {"type": "int", "low": 0, "high": 4, "step": 2}
     doc["parameters"]["optimizer"] = {"type": "categorical", "choices": ["SGD", "AdamW"]}
     space = load_space(str(write(tmp_path, doc)))
-    dists = space.optuna_space()
+    dists = optuna_space(space)
     assert dists["fail_at_epoch"] == optuna.distributions.IntDistribution(0, 4, step=2)
     assert dists["optimizer"] == optuna.distributions.CategoricalDistribution(["SGD", "AdamW"])
     by_name = {p.name: p for p in space.parameters}
     assert by_name["fail_at_epoch"].contains(2) and not by_name["fail_at_epoch"].contains(3)
     assert by_name["optimizer"].contains("SGD") and not by_name["optimizer"].contains("auto")
+
+
+def test_space_document_validates_again_as_written(tmp_path: Path) -> None:
+    path = write(tmp_path, base_doc(tmp_path))
+    space = load_space(str(path), preset="smoke", sets=["fixed.rate=0.5"])
+    doc = space_document(space)
+    assert not {"source", "source_hash", "preset", "overrides"} & set(doc)
+    again = validate_space(doc, space.source, source_hash=space.source_hash)
+    assert space_document(again) == doc and optuna_space(again) == optuna_space(space)
+    shown = space_document(space, keep_preset=True)
+    assert shown["preset"] == "smoke" and not {"source", "source_hash", "overrides"} & set(shown)
+
+
+def test_to_optuna_and_distribution_invariants() -> None:
+    dist = Distribution(name="lr", type="float", low=0.1, high=0.5, step=0.1)
+    assert to_optuna(dist) == optuna.distributions.FloatDistribution(0.1, 0.5, step=0.1)
+    assert dist.contains(0.3) and not dist.contains(0.35) and not dist.contains(True)
+    with pytest.raises(ValueError, match="needs low and high"):
+        Distribution(name="lr", type="float", low=0.1)
+    with pytest.raises(ValueError, match="needs choices"):
+        Distribution(name="optimizer", type="categorical", choices=())
+
+
+def test_space_dirs_order_env_then_cwd_then_the_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HEMOTUNE_SPACES_PATH", str(tmp_path / "mine"))
+    monkeypatch.chdir(tmp_path)
+    assert space_dirs() == [tmp_path / "mine", tmp_path / "search_spaces", REPO / "search_spaces"]
+    assert set(list_spaces()) >= {p.stem for p in (REPO / "search_spaces").glob("*.yaml")}
 
 
 def test_yaml_scientific_notation_reads_as_float() -> None:
@@ -200,6 +235,7 @@ CLI_PROBE = textwrap.dedent(
     from hemotune.cli import main
     code = main(sys.argv[1:])
     heavy = [m for m in ("ray", "torch", "ultralytics", "mlflow") if m in sys.modules]
+    print("OPTUNA=" + str("optuna" in sys.modules))
     print("HEAVY=" + ",".join(heavy))
     sys.exit(code)
     """
@@ -256,6 +292,7 @@ def test_cli_help_and_validate_import_nothing_heavy() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "valid" in proc.stdout and proc.stdout.strip().endswith("HEAVY=")
+    assert "OPTUNA=False" in proc.stdout  # Optuna is imported only to convert a validated space
     proc = subprocess.run(
         [
             sys.executable,

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from helpers import epoch_steps, mlflow_client
 
+from hemotune.metrics import finite_metrics, metric_key
+from hemotune.results import TrialRecord
 from hemotune.tracking import (
     SearchTracking,
-    TrialRecord,
     TrialRun,
     TrialRunInfo,
-    finite_metrics,
-    metric_key,
+    child_runs,
     reconcile,
     resolve_tracking_uri,
 )
@@ -141,6 +141,4 @@ def test_reopened_parent_is_running_again(search) -> None:
 
 
 def _children(tracking: SearchTracking) -> list:
-    from hemotune.tracking import child_runs
-
     return child_runs(tracking.client, tracking.experiment_id, tracking.parent_run_id)

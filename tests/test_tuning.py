@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +121,60 @@ def test_best_configuration_is_exported(asha_search: tuple[SearchOutcome, Any, P
     assert doc["weights"] and all(Path(w).exists() for w in doc["weights"])
     ranking = (outcome.best_dir.parent / "ranking.md").read_text()
     assert outcome.best.trial_id in ranking and "failed" in ranking
+
+
+def test_trials_read_without_ray_equal_ray_tunes_experiment_analysis(
+    asha_search: tuple[SearchOutcome, Any, Path],
+) -> None:
+    """``hemotune.results.read_trials`` reads Tune's files as ``ExperimentAnalysis`` does (no Ray)."""
+    from ray.tune import ExperimentAnalysis
+
+    from hemotune import storage
+    from hemotune.results import read_trials
+
+    outcome, space, _ = asha_search
+    fs, path = storage.filesystem(outcome.experiment_path)
+    analysis = ExperimentAnalysis(path, storage_filesystem=fs)
+    names = {p.name for p in space.parameters}
+    expected = {}
+    for trial in analysis.trials:
+        frame = analysis.trial_dataframes[trial.trial_id]
+        rows = [] if frame.empty else frame.to_dict("records")
+        history = [  # the data frame holds NaN where an epoch did not report a key
+            {k: v for k, v in row.items() if not k.startswith("config/") and v == v} for row in rows
+        ]
+        error = trial.get_error()
+        expected[trial.trial_id] = (
+            str(trial),
+            trial.status,
+            {k: v for k, v in trial.config.items() if k in names},
+            history,
+            str(error).strip().splitlines()[-1] if error else None,
+        )
+    records = read_trials(outcome.experiment_path, space)
+    assert {r.trial_id: (r.trial_name, r.status, dict(r.config), r.history, r.error) for r in records} == (
+        expected
+    )
+    assert [r.trial_id for r in records] == [t.trial_id for t in analysis.trials]
+    assert sorted(r.outcome for r in records) == ["completed", "failed", "stopped early", "stopped early"]
+
+
+def test_reading_and_ranking_a_search_imports_neither_ray_nor_mlflow(
+    asha_search: tuple[SearchOutcome, Any, Path],
+) -> None:
+    outcome, space, _ = asha_search
+    code = (
+        "import sys\n"
+        "from hemotune.results import rank_trials, read_trials\n"
+        "from hemotune.spaces import load_space\n"
+        f"space = load_space({space.source!r})\n"
+        f"ranking = rank_trials(read_trials({outcome.experiment_path!r}, space), space, {{}})\n"
+        "print(ranking[0].trial_id)\n"
+        "print(sorted(m for m in ('ray', 'mlflow', 'pandas') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == [outcome.best.trial_id, "[]"]
 
 
 def test_a_crashed_trial_process_restarts_from_its_checkpoint(tmp_path: Path) -> None:

@@ -39,9 +39,10 @@ import yaml
 from hemotune.config import RunSettings
 from hemotune.data.remote import localize_dataset
 from hemotune.offline import apply_offline_env, local_ray_env, offline_env
+from hemotune.results import read_trials
 from hemotune.spaces import find_space_file, load_space
 from hemotune.trainers import get_trainer
-from hemotune.tuning import run_search, trial_records
+from hemotune.tuning import run_search
 
 HERE = Path(__file__).resolve().parent
 
@@ -135,7 +136,7 @@ def run_one(k: int, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     outcome = run_search(space, settings)
     wall = time.time() - began
     sampler.stop.set()
-    records = trial_records(outcome.experiment_path, space)
+    records = read_trials(outcome.experiment_path, space)
     epochs = [len(r.history) for r in records]
     epoch_times = [[float(row["time_this_iter_s"]) for row in r.history] for r in records]
     steady = sum(train_images / statistics.median(t) for t in epoch_times if t)
@@ -214,14 +215,14 @@ def main() -> None:
         rows = [run_one(k, args, work / f"k{k}") for k in args.concurrency]
     finally:
         ray.shutdown()
-    import hemotune
+    from hemotune._version import __version__
 
     meta = {
         "gpu": gpu_name(),
         "imgsz": args.imgsz,
         "batch": args.batch,
         "epochs": args.epochs,
-        "hemotune": hemotune.__version__,
+        "hemotune": __version__,
         "ray": ray.__version__,
         "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d"),

@@ -7,7 +7,8 @@ training a network. The curve of trial ``i`` after ``epoch`` epochs is::
     score = plateau * exp(-(log10(lr) - log10(best_lr))**2 / 2) * (1 - exp(-rate * epoch))
 
 so a bad ``lr`` or a low ``plateau`` gives a curve that is low from the first
-epoch on, and ASHA should stop it at the grace period.
+epoch on, and ASHA should stop it at the grace period. Its best epoch (and
+``weights/best.json``) follows the search objective (default ``val/score``, max).
 """
 
 from __future__ import annotations
@@ -21,11 +22,15 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
+from hemotune.data.prepared import PreparedData
 from hemotune.errors import DataError
-from hemotune.trainers.base import Metrics, ParamSpec, PreparedData, Report, Trainer, TrialContext
+from hemotune.metrics import best_key
+from hemotune.trainers.base import COMMON_PARAMS, Metrics, ParamSpec, Report, Trainer, TrialContext
 
 STATE_FILE = "state.json"
+#: The one optimizer table: name -> factor on the plateau.
 OPTIMIZER_FACTOR = {"SGD": 1.0, "Adam": 0.95, "AdamW": 0.97}
+DEFAULT_OBJECTIVE = "val/score"
 
 
 class SyntheticCurvesTrainer(Trainer):
@@ -40,7 +45,7 @@ class SyntheticCurvesTrainer(Trainer):
         "plateau": ParamSpec("float", "the value the curve approaches", low=0.0, high=1.0),
         "rate": ParamSpec("float", "how fast the curve rises per epoch", low=0.0, low_exclusive=True),
         "optimizer": ParamSpec(
-            "str", "scales the plateau: SGD 1.0, Adam 0.95, AdamW 0.97", choices=("SGD", "Adam", "AdamW")
+            "str", "scales the plateau: SGD 1.0, Adam 0.95, AdamW 0.97", choices=tuple(OPTIMIZER_FACTOR)
         ),
         "seconds_per_epoch": ParamSpec(
             "float", "sleep per epoch, to make trials overlap", low=0.0, searchable=False
@@ -55,9 +60,7 @@ class SyntheticCurvesTrainer(Trainer):
         "crash_marker_dir": ParamSpec(
             "str", "folder whose marker files make crash_at_epoch happen once", searchable=False
         ),
-        "epochs": ParamSpec("int", "number of epochs", low=1, searchable=False),
-        "seed": ParamSpec("int", "random seed", searchable=False),
-        "data": ParamSpec("str", "prepared dataset folder", searchable=False),
+        **COMMON_PARAMS,
     }
     dataset_options = {
         "expect_files": ParamSpec("int", "minimum number of files the folder must hold", low=0)
@@ -96,33 +99,31 @@ class SyntheticCurvesTrainer(Trainer):
         peak *= OPTIMIZER_FACTOR[str(params.get("optimizer", "SGD"))]
         return plateau * peak * (1.0 - math.exp(-rate * epoch))
 
-    def fit(self, params: Mapping[str, Any], report: Report, context: TrialContext | None = None) -> Metrics:
-        context = context or TrialContext.temporary()
-        epochs = int(params.get("epochs", 5))
-        start, best = 0, -math.inf
+    def train(self, resolved: Mapping[str, Any], report: Report, context: TrialContext) -> Metrics:
+        """One point of the curve per epoch; the best epoch by the objective gets ``weights/best.json``."""
+        epochs = int(resolved.get("epochs", 5))
+        best = context.best_epoch(DEFAULT_OBJECTIVE, "max")
+        start = 0
         if context.resume_from is not None:
             state = json.loads((context.resume_from / STATE_FILE).read_text())
-            start, best = int(state["epoch"]), float(state["best"])
+            start = int(state["epoch"])
+            best.restore(state["best"])
         ckpt_dir = context.workdir / "checkpoint"
         for epoch in range(start + 1, epochs + 1):
-            time.sleep(float(params.get("seconds_per_epoch", 0.0)))
-            self._maybe_fail(params, epoch)
-            value = self.score(params, epoch)
-            improved = value > best
-            best = max(best, value)
+            time.sleep(float(resolved.get("seconds_per_epoch", 0.0)))
+            self._maybe_fail(resolved, epoch)
+            value = self.score(resolved, epoch)
+            metrics = {"epoch": epoch, "val/score": value, "train/loss": 1.0 - value}
+            improved = best.update(epoch, metrics)
             ckpt_dir.mkdir(parents=True, exist_ok=True)
-            (ckpt_dir / STATE_FILE).write_text(json.dumps({"epoch": epoch, "best": best}))
+            (ckpt_dir / STATE_FILE).write_text(json.dumps({"epoch": epoch, "best": best.state()}))
             artifacts = {}
             if improved:
                 weights = context.workdir / "best_weights.json"
                 weights.write_text(json.dumps({"epoch": epoch, "score": value}))
                 artifacts["weights/best.json"] = weights
-            report(
-                {"epoch": epoch, "val/score": value, "train/loss": 1.0 - value},
-                checkpoint=ckpt_dir,
-                artifacts=artifacts,
-            )
-        return {"best/val/score": best}
+            report(metrics, checkpoint=ckpt_dir, artifacts=artifacts)
+        return {best_key(best.metric): best.value}
 
     @staticmethod
     def _maybe_fail(params: Mapping[str, Any], epoch: int) -> None:

@@ -1,17 +1,15 @@
-"""Trainers behind a registry keyed by name.
+"""Trainers behind a registry keyed by name, and the contract they implement.
 
-``get_trainer("yolo_detection")`` imports the trainer's module on first use; the
-modules keep torch, ultralytics and timm imports inside functions, so looking a
-trainer up (to validate a search space) stays cheap. Third-party trainers register
-with ``register_trainer(name, "package.module:ClassName")``.
+``hemotune.trainers.base`` states the contract (parameters, ``resolve``/``train``,
+``TrialContext``), ``hemotune.trainers.best`` how the best epoch follows the
+search objective, and ``hemotune.trainers.registry`` maps names to trainer
+classes. One folder per trainer, named by its registry key.
 """
 
 from __future__ import annotations
 
-import importlib
-
-from hemotune.errors import UsageError
 from hemotune.trainers.base import (
+    COMMON_PARAMS,
     Metrics,
     ParamSpec,
     PreparedData,
@@ -20,8 +18,12 @@ from hemotune.trainers.base import (
     TrialContext,
     null_report,
 )
+from hemotune.trainers.best import BestEpoch
+from hemotune.trainers.registry import available_trainers, get_trainer, register_trainer
 
 __all__ = [
+    "COMMON_PARAMS",
+    "BestEpoch",
     "Metrics",
     "ParamSpec",
     "PreparedData",
@@ -33,33 +35,3 @@ __all__ = [
     "null_report",
     "register_trainer",
 ]
-
-_REGISTRY: dict[str, str] = {
-    "yolo_detection": "hemotune.trainers.detection:YoloDetectionTrainer",
-    "image_classification": "hemotune.trainers.classification:ImageClassificationTrainer",
-    "synthetic_curves": "hemotune.trainers.synthetic:SyntheticCurvesTrainer",
-}
-_INSTANCES: dict[str, Trainer] = {}
-
-
-def register_trainer(name: str, target: str) -> None:
-    """Register ``target`` (``"module:Class"``) under ``name``; re-registering replaces it."""
-    if ":" not in target:
-        raise ValueError(f"trainer target must look like 'package.module:ClassName', got {target!r}")
-    _REGISTRY[name] = target
-    _INSTANCES.pop(name, None)
-
-
-def available_trainers() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def get_trainer(name: str) -> Trainer:
-    """The trainer registered as ``name``; an unknown name lists the valid ones."""
-    if name not in _REGISTRY:
-        raise UsageError(f"unknown trainer {name!r}; available: {', '.join(available_trainers())}")
-    if name not in _INSTANCES:
-        module_name, class_name = _REGISTRY[name].split(":")
-        cls = getattr(importlib.import_module(module_name), class_name)
-        _INSTANCES[name] = cls()
-    return _INSTANCES[name]

@@ -2,8 +2,12 @@
 
 A trainer is Ray-free. It declares the parameters it accepts (so a search space
 naming an unknown one fails before Ray starts), prepares its dataset once on the
-driver, and trains one configuration with ``fit(params, report, context)``,
-calling ``report`` after every epoch so a scheduler (ASHA) can stop it.
+driver, and trains one configuration. The tuning layer calls ``resolve(params)``
+once per trial (defaults and derived values, logged as the trial's parameters),
+then ``train(resolved, report, context)``, which calls ``report`` after every
+epoch so a scheduler (ASHA) can stop it; ``fit(params, report)`` does both, for
+running a trainer by hand. The best epoch and ``weights/best.pt`` follow the
+search objective named in the ``TrialContext`` (see ``hemotune.trainers.best``).
 
 Trainer modules must not import torch, ultralytics or timm at module level:
 the registry imports them to validate search spaces, and that must stay cheap.
@@ -14,9 +18,12 @@ from __future__ import annotations
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
+
+from hemotune.data.prepared import PreparedData  # re-exported: trainers build it in prepare_data
+from hemotune.trainers.best import MODES, BestEpoch
 
 Metrics = dict[str, float]
 
@@ -79,9 +86,22 @@ class ParamSpec:
         return []
 
 
+#: The parameters every trainer accepts, declared once: each trainer's ``params`` includes them.
+COMMON_PARAMS: Mapping[str, ParamSpec] = {
+    "epochs": ParamSpec("int", "number of epochs", low=1, searchable=False),
+    "seed": ParamSpec("int", "random seed", searchable=False),
+    "data": ParamSpec("str", "prepared dataset folder (from prepare_data)", searchable=False),
+}
+
+
 @dataclass(frozen=True)
 class TrialContext:
-    """Where and how one trial runs; filled in by the tuning layer (or by a test)."""
+    """Where and how one trial runs; filled in by the tuning layer (or by a test).
+
+    ``objective`` and ``mode`` are the search objective: the metric, and whether
+    higher (``max``) or lower (``min``) is better, by which the trainer picks its best
+    epoch and ``weights/best.pt``. ``None`` means the trainer's own default.
+    """
 
     workdir: Path
     resume_from: Path | None = None
@@ -89,22 +109,23 @@ class TrialContext:
     seed: int = 0
     trial_id: str = "local"
     num_workers: int = 0
+    objective: str | None = None
+    mode: str = "max"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
 
     @classmethod
     def temporary(cls, **kwargs: Any) -> TrialContext:
         """A context in a fresh temporary directory, for use without Ray."""
         return cls(workdir=Path(tempfile.mkdtemp(prefix="hemotune-trial-")), **kwargs)
 
-
-@dataclass(frozen=True)
-class PreparedData:
-    """A dataset made ready for trials: same path and fingerprint for every trial."""
-
-    path: Path
-    fingerprint: str
-    source: str
-    summary: Mapping[str, Any] = field(default_factory=dict)
-    report_path: Path | None = None
+    def best_epoch(self, default_metric: str, default_mode: str = "max") -> BestEpoch:
+        """An empty best-epoch record for the search objective, else for the trainer's default."""
+        if self.objective is not None:
+            return BestEpoch(self.objective, self.mode)
+        return BestEpoch(default_metric, default_mode)
 
 
 class Report(Protocol):
@@ -133,11 +154,15 @@ def null_report(
     """A ``report`` that discards everything (for running a trainer by hand)."""
 
 
+#: Keys of a search space's ``dataset`` section that are not trainer options.
+DATASET_KEYS = ("path", "format")
+
+
 class Trainer(ABC):
     """Base class of registered trainers.
 
-    Subclasses set ``name``, ``task``, ``params``, ``dataset_options`` and
-    ``metrics`` and implement ``prepare_data`` and ``fit``.
+    Subclasses set ``name``, ``task``, ``params`` (including ``COMMON_PARAMS``),
+    ``dataset_options`` and ``metrics`` and implement ``prepare_data`` and ``train``.
     """
 
     name: ClassVar[str]
@@ -159,8 +184,47 @@ class Trainer(ABC):
     def is_known_metric(self, metric: str) -> bool:
         return metric in self.metrics or any(metric.startswith(p) for p in self.metric_prefixes)
 
+    def param_problems(self, values: Mapping[str, Any]) -> list[str]:
+        """``"name: problem"`` for every unknown parameter and every invalid value in ``values``."""
+        problems = [f"{k}: unknown parameter" for k in sorted(set(values) - set(self.params))]
+        problems += [
+            f"{k}: {p}" for k, v in values.items() if k in self.params for p in self.params[k].problems(v)
+        ]
+        return problems
+
+    def format_problem(self, dataset: Mapping[str, Any]) -> tuple[str, str] | None:
+        """``("dataset.format", message)`` when ``dataset`` names a format this trainer does not read."""
+        data_format = dataset.get("format", "auto")
+        if data_format in self.dataset_formats:
+            return None
+        return "dataset.format", f"{data_format!r} is not allowed; allowed: {', '.join(self.dataset_formats)}"
+
+    def dataset_problems(self, dataset: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """``(key, message)`` for a disallowed format, unknown options and bad option values.
+
+        ``dataset`` is a search space's ``dataset`` section; ``path`` is not checked
+        here (whether it must exist depends on the caller). A ``None`` value counts
+        as unset. Search-space validation and ``prepare_data`` both report these.
+        """
+        problems = [p for p in [self.format_problem(dataset)] if p is not None]
+        allowed = ", ".join([*DATASET_KEYS, *sorted(self.dataset_options)])
+        for key, value in dataset.items():
+            if key in DATASET_KEYS:
+                continue
+            spec = self.dataset_options.get(key)
+            if spec is None:
+                message = f"unknown dataset option for trainer {self.name!r}; allowed: {allowed}"
+                problems.append((f"dataset.{key}", message))
+            elif value is not None:
+                problems += [(f"dataset.{key}", problem) for problem in spec.problems(value)]
+        return problems
+
     def resolve(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """The values a trial really runs with, derived ones included (for logging)."""
+        """The values a trial really runs with, derived ones included (for logging).
+
+        Trainers fill in their defaults and add derived values; an invalid set
+        raises ``TrialConfigurationError``. The default keeps ``params`` as given.
+        """
         return dict(params)
 
     @abstractmethod
@@ -170,10 +234,15 @@ class Trainer(ABC):
         """Validate and convert ``dataset`` once; the same call on any node gives the same result."""
 
     @abstractmethod
-    def fit(
-        self,
-        params: Mapping[str, Any],
-        report: Report,
-        context: TrialContext | None = None,
-    ) -> Metrics:
-        """Train one configuration, reporting every epoch; return summary metrics."""
+    def train(self, resolved: Mapping[str, Any], report: Report, context: TrialContext) -> Metrics:
+        """Train one ``resolve``d configuration (not resolved again), reporting every epoch.
+
+        Returns summary metrics, among them ``best/<objective>`` (``hemotune.metrics.best_key``)
+        for the objective in use.
+        """
+
+    def fit(self, params: Mapping[str, Any], report: Report, context: TrialContext | None = None) -> Metrics:
+        """Resolve ``params`` (seed: ``params["seed"]``, else the context's) and train them."""
+        context = context or TrialContext.temporary()
+        seed = params.get("seed", context.seed)
+        return self.train(self.resolve({**params, "seed": seed}), report, context)

@@ -12,7 +12,8 @@ from typing import Any
 from ray.tune import Callback
 
 from hemotune.config import SearchSpace
-from hemotune.tracking import fail_fast_http
+from hemotune.reports import console, format_value
+from hemotune.tracking import close_trial_run
 
 
 class TrackingCallback(Callback):
@@ -28,20 +29,16 @@ class TrackingCallback(Callback):
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
 
-    @fail_fast_http()  # runs in Tune's event loop: an unreachable server must not stall the search
     def _close(self, trial: Any, status: str, outcome: str) -> None:
-        from hemotune.tracking import TAG_OUTCOME, client_for, find_child_run
-
-        try:
-            client = client_for(self.tracking_uri)
-            run = find_child_run(client, self.experiment_id, self.parent_run_id, trial.trial_id)
-            if run is None:
-                return
-            client.set_tag(run.info.run_id, TAG_OUTCOME, outcome)
-            if run.info.status == "RUNNING":
-                client.set_terminated(run.info.run_id, status)
-        except Exception:  # reconciliation at the end of the search retries this
-            return
+        """Tag and close the trial's run (see ``hemotune.tracking.close_trial_run``)."""
+        close_trial_run(
+            self.tracking_uri,
+            self.experiment_id,
+            self.parent_run_id,
+            trial.trial_id,
+            status=status,
+            outcome=outcome,
+        )
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._close(trial, "FINISHED", "completed or stopped early")
@@ -65,19 +62,17 @@ class ProgressCallback(Callback):
         self._done_epochs = 0
 
     def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the live progress bar (Ray stores callbacks with the experiment)."""
         state = self.__dict__.copy()
         state["_progress"] = None
         state["_task"] = None
         return state
 
     def _bar(self) -> Any:
+        """The progress bar, started on first use (the callback is built before the search runs)."""
         if self._progress is None:
-            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            console = Console(highlight=False)
-            if not console.is_terminal:  # logs and CI: no 80-column wrapping
-                console = Console(highlight=False, width=max(console.width, 160))
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
@@ -86,7 +81,7 @@ class ProgressCallback(Callback):
                 TimeElapsedColumn(),
                 TextColumn("{task.fields[best]}"),
                 transient=False,
-                console=console,
+                console=console(),
             )
             self._progress.start()
             self._task = self._progress.add_task(self.name, total=self.total_epochs, best="")
@@ -96,7 +91,7 @@ class ProgressCallback(Callback):
         self._bar().console.print(text, highlight=False)
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        params = ", ".join(f"{k}={_fmt(trial.config.get(k))}" for k in self.param_names)
+        params = ", ".join(f"{k}={format_value(trial.config.get(k))}" for k in self.param_names)
         self._print(f"[cyan]started[/] {trial.trial_id}: {params}")
 
     def on_trial_result(
@@ -128,9 +123,6 @@ class ProgressCallback(Callback):
             self._progress = None
 
 
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
 def _fmt_epoch(epoch: Any) -> str:
+    """An epoch number for the terminal (``?`` when the trial reported none)."""
     return str(int(epoch)) if isinstance(epoch, (int, float)) else "?"

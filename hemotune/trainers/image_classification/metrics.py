@@ -21,12 +21,13 @@ sanitised for MLflow (alphanumerics and ``_ - . / space :`` only).
 from __future__ import annotations
 
 import math
-import re
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from hemotune.metrics import metric_key
 
 #: Aggregate metric names (without the ``val/`` prefix), in report order.
 AGGREGATE_METRICS = (
@@ -42,12 +43,11 @@ AGGREGATE_METRICS = (
 )
 #: Per-class metric families: ``<prefix><family>/<class>``.
 PER_CLASS_METRICS = ("recall", "precision", "f1", "specificity")
-_UNSAFE = re.compile(r"[^A-Za-z0-9_\-./ :]")
 
 
 def sanitize_name(name: str) -> str:
-    """A class name usable in an MLflow metric name (other characters become ``_``)."""
-    cleaned = _UNSAFE.sub("_", name).strip()
+    """A class name usable in an MLflow metric name: ``metric_key``, stripped, ``""`` made ``_``."""
+    cleaned = metric_key(name).strip()
     return cleaned or "_"
 
 

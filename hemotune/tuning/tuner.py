@@ -1,0 +1,130 @@
+"""The Ray Tune ``Tuner`` of a search, new or restored.
+
+Three configuration roles, as in Ray Tune: *what* to search (the Optuna space
+from ``hemotune.spaces.optuna_space``), *how* to search (``TuneConfig``: seeded
+multivariate TPE through ``OptunaSearch``, ASHA on the objective, samples,
+concurrency) and *how to run* (``RunConfig``: experiment name, storage,
+checkpoints, retries, callbacks).
+
+OptunaSearch builds its study with no pruner, so only the ASHA scheduler stops
+trials, and only because every trainer reports after every epoch.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+from hemotune import storage
+from hemotune.config import SearchSpace
+from hemotune.spaces import optuna_space
+from hemotune.tuning.trial import TrialJob, run_trial
+
+#: How often Ray Tune saves experiment state (seconds); short so a killed driver loses little.
+DEFAULT_STATE_PERIOD_S = "5"
+
+
+def build_tuner(
+    space: SearchSpace, job: TrialJob, storage_path: str, experiment: str, callbacks: list[Any]
+) -> Any:
+    """A new ``Tuner`` for ``space``: experiment ``experiment`` under ``storage_path``."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    scheduler = ASHAScheduler(
+        time_attr="epoch",
+        max_t=space.budget.epochs,
+        grace_period=space.budget.grace_period,
+        reduction_factor=space.budget.reduction_factor,
+    )
+    tune_config = tune.TuneConfig(
+        metric=space.objective.metric,
+        mode=space.objective.mode,
+        search_alg=_searcher(space),
+        scheduler=scheduler,
+        num_samples=space.budget.num_samples,
+        max_concurrent_trials=space.budget.max_concurrent,
+        time_budget_s=space.budget.time_budget_s,
+        trial_name_creator=_trial_name,
+        trial_dirname_creator=_trial_name,
+    )
+    return tune.Tuner(
+        trainable(space, job),
+        tune_config=tune_config,
+        run_config=_run_config(space, storage_path, experiment, callbacks),
+    )
+
+
+def restore_tuner(space: SearchSpace, job: TrialJob, experiment_path: str) -> Any:
+    """The stored experiment at ``experiment_path``, to continue its unfinished trials.
+
+    Its ``RunConfig`` (and the callbacks in it) and searcher state are restored from
+    the experiment; errored trials stay errored.
+    """
+    from ray import tune
+
+    restore_path, fs = storage.tune_storage(experiment_path)
+    return tune.Tuner.restore(
+        restore_path,
+        trainable=trainable(space, job),
+        resume_unfinished=True,
+        resume_errored=False,
+        restart_errored=False,
+        storage_filesystem=fs,
+    )
+
+
+def _searcher(space: SearchSpace) -> Any:
+    """Seeded multivariate TPE, with the space's known points evaluated first."""
+    import optuna
+
+    from hemotune.tuning.searcher import ResumableOptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(seed=space.seed, multivariate=True)
+    return ResumableOptunaSearch(  # OptunaSearch that survives resuming from an S3 snapshot
+        space=optuna_space(space),
+        metric=space.objective.metric,
+        mode=space.objective.mode,
+        points_to_evaluate=[dict(p) for p in space.points_to_evaluate] or None,
+        sampler=sampler,
+    )
+
+
+def _trial_name(trial: Any) -> str:
+    """``trial_<id>``: the trial's name and folder (MLflow's child run has the same name)."""
+    return f"trial_{trial.trial_id}"
+
+
+def trainable(space: SearchSpace, job: TrialJob) -> Any:
+    """``run_trial`` bound to ``job``, with the space's resources per trial."""
+    from ray import tune
+
+    return tune.with_resources(
+        tune.with_parameters(run_trial, job=job),
+        {"cpu": space.resources.cpu, "gpu": space.resources.gpu},
+    )
+
+
+def _run_config(space: SearchSpace, storage_path: str, experiment: str, callbacks: list[Any]) -> Any:
+    """How to run: name and storage, checkpoints kept, retries, state syncing, callbacks."""
+    from ray import tune
+
+    tune_path, filesystem = storage.tune_storage(storage_path)
+    return tune.RunConfig(
+        name=experiment,
+        storage_path=tune_path,
+        storage_filesystem=filesystem,
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        failure_config=tune.FailureConfig(max_failures=space.budget.max_failures),
+        # Sync experiment state and results to storage as often as Tune snapshots them
+        # (default 300 s): a driver killed with SIGKILL then loses seconds, not minutes.
+        sync_config=tune.SyncConfig(
+            sync_period=int(os.environ.get("TUNE_GLOBAL_CHECKPOINT_S", DEFAULT_STATE_PERIOD_S))
+        ),
+        callbacks=callbacks,
+        verbose=0,
+    )
