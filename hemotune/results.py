@@ -173,7 +173,7 @@ def _metric_view(row: Mapping[str, Any]) -> dict[str, float]:
 def read_trials(experiment_path: str, space: SearchSpace) -> list[TrialRecord]:
     """Every trial of the Tune experiment at ``experiment_path`` (a folder or ``s3://`` URI)."""
     fs, root = storage.filesystem(experiment_path)
-    state = json.loads(_read(fs, _newest_state_file(fs, root, experiment_path)) or "{}")
+    state = json.loads(storage.read_fs_text(fs, _newest_state_file(fs, root, experiment_path)) or "{}")
     names = {p.name for p in space.parameters}
     records = []
     for trial_json, metadata_json in state.get("trial_data", []):
@@ -206,16 +206,6 @@ def _newest_state_file(fs: Any, root: str, experiment_path: str) -> str:
     return f"{root}/{max(matching)}"
 
 
-def _read(fs: Any, path: str) -> str | None:
-    """The text of file ``path`` of ``fs``; ``None`` when there is no such file."""
-    import pyarrow.fs as pafs
-
-    if fs.get_file_info(path).type != pafs.FileType.File:
-        return None
-    with fs.open_input_stream(path) as src:
-        return bytes(src.read()).decode()
-
-
 def _trial_name(trial: Mapping[str, Any]) -> str:
     """What ``str(trial)`` gives in Ray: the custom name, else ``<trainable>_<trial id>``."""
     if trial.get("custom_trial_name"):
@@ -225,14 +215,15 @@ def _trial_name(trial: Mapping[str, Any]) -> str:
 
 def _history(fs: Any, folder: str) -> list[dict[str, Any]]:
     """The trial's reported results, one flat dict per epoch (empty when it reported none)."""
-    text = (_read(fs, f"{folder}/{RESULT_FILE}") or "").rstrip("\n")
-    if not text:
-        return []
-    try:
-        rows = [json.loads(line) for line in text.split("\n")]
-    except ValueError as exc:  # as ExperimentAnalysis: an unreadable file gives no history
-        log.warning("could not read the results of %s: %s", folder, exc)
-        return []
+    text = storage.read_fs_text(fs, f"{folder}/{RESULT_FILE}") or ""
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError as exc:  # a line cut short by a killed trial: the epochs before it still count
+            log.warning("skipping unreadable line %d of %s/%s: %s", number, folder, RESULT_FILE, exc)
     return [{k: v for k, v in _flatten(row).items() if not k.startswith("config/")} for row in rows]
 
 
@@ -251,5 +242,5 @@ def _flatten(row: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def _error(fs: Any, folder: str | None, metadata: Mapping[str, Any]) -> str:
     """The last line of a failed trial's ``error.txt`` (``trial failed`` when there is none)."""
     filename = metadata.get("error_filename")
-    text = _read(fs, f"{folder}/{filename}") if folder and filename else None
+    text = storage.read_fs_text(fs, f"{folder}/{filename}") if folder and filename else None
     return text.strip().splitlines()[-1] if text and text.strip() else "trial failed"

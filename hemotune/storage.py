@@ -110,9 +110,14 @@ def write_text(uri: str, text: str) -> None:
 
 
 def read_text(uri: str) -> str | None:
+    """The text of the file at ``uri``; ``None`` when there is no such file."""
+    return read_fs_text(*filesystem(uri))
+
+
+def read_fs_text(fs: Any, path: str) -> str | None:
+    """The text of file ``path`` within pyarrow file system ``fs`` (reuse one ``fs`` for many files)."""
     import pyarrow.fs as pafs
 
-    fs, path = filesystem(uri)
     if fs.get_file_info(path).type != pafs.FileType.File:
         return None
     with fs.open_input_stream(path) as src:

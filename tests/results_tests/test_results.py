@@ -1,0 +1,78 @@
+"""The results layer on a Tune experiment folder written by hand: records, histories, ranking.
+
+``tests/tuning_tests/test_tuning.py`` checks ``read_trials`` against Ray's own
+``ExperimentAnalysis`` on a real search; these tests pin down the cases a real
+search rarely produces on demand (a result line cut short by a kill, an empty
+trial, a failed trial's error file) without starting anything.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from helpers import SYNTHETIC
+
+from hemotune.results import best_row, rank_trials, read_trials
+from hemotune.spaces import load_space
+
+
+def _trial(trial_id: str, status: str, config: dict[str, Any], logdir: str | None) -> str:
+    return json.dumps(
+        {
+            "trial_id": trial_id,
+            "status": status,
+            "config": config,
+            "relative_logdir": logdir,
+            "trainable_name": "run_trial",
+            "custom_trial_name": f"trial_{trial_id}",
+        }
+    )
+
+
+def _experiment(root: Path) -> Path:
+    """Three trials: a completed one whose last result line was cut short, a failed one, a pending one."""
+    good = root / "trial_a"
+    good.mkdir(parents=True)
+    rows = [{"epoch": 1, "val/score": 0.2, "trial_id": "a"}, {"epoch": 2, "val/score": 0.5, "trial_id": "a"}]
+    (good / "result.json").write_text("\n".join(json.dumps(r) for r in rows) + '\n{"epoch": 3, "val/sc')
+    failed = root / "trial_b"
+    failed.mkdir()
+    (failed / "result.json").write_text(json.dumps({"epoch": 1, "val/score": 0.7}) + "\n")
+    (failed / "error.txt").write_text("Traceback (most recent call last):\n  ...\nRuntimeError: boom\n")
+    state = {
+        "trial_data": [
+            [_trial("a", "TERMINATED", {"lr": 0.1, "other": 1}, "trial_a"), json.dumps({})],
+            [_trial("b", "ERROR", {"lr": 0.2}, "trial_b"), json.dumps({"error_filename": "error.txt"})],
+            [_trial("c", "RUNNING", {"lr": 0.3}, None), json.dumps({})],
+        ]
+    }
+    (root / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": []}))
+    (root / "experiment_state-2026-01-02_00-00-00.json").write_text(json.dumps(state))
+    return root
+
+
+def test_trials_histories_and_errors_are_read_from_the_newest_snapshot(tmp_path: Path) -> None:
+    space = load_space(str(SYNTHETIC), data=str(tmp_path), sets=["budget.epochs=4"])
+    records = {r.trial_id: r for r in read_trials(str(_experiment(tmp_path / "exp")), space)}
+    assert sorted(records) == ["a", "b", "c"]
+    a, b, c = records["a"], records["b"], records["c"]
+    # the cut-short third line is skipped; the two whole epochs before it are kept
+    assert [row["epoch"] for row in a.history] == [1, 2]
+    assert a.config == {"lr": 0.1}  # only searched parameters
+    assert a.outcome == "stopped early"  # 2 of 4 epochs
+    assert b.outcome == "failed" and b.error == "RuntimeError: boom"
+    assert c.status == "PENDING" and c.history == [] and c.outcome == "interrupted"
+
+
+def test_ranking_uses_each_trials_best_epoch(tmp_path: Path) -> None:
+    space = load_space(str(SYNTHETIC), data=str(tmp_path), sets=["budget.epochs=2"])
+    records = read_trials(str(_experiment(tmp_path / "exp")), space)
+    ranking = rank_trials(records, space, {"a": "run-a"})
+    metric = space.objective.metric
+    assert metric == "val/score"
+    assert [t.trial_id for t in ranking] == ["b", "a", "c"]  # 0.7 > 0.5 > nothing reported
+    assert ranking[1].best_value == 0.5 and ranking[1].best_epoch == 2 and ranking[1].run_id == "run-a"
+    assert ranking[2].best_value is None
+    assert best_row([{"x": 1.0}, {"x": float("nan")}, {"x": 3.0}], "x", "min") == {"x": 1.0}
