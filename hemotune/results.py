@@ -20,7 +20,7 @@ way ``ray.tune.ExperimentAnalysis`` does, without importing Ray:
 
 As in Ray, a trial saved as RUNNING reads back as PENDING. A key missing from one
 epoch is absent from that row (Ray's data frame holds NaN there; every consumer
-treats both as "not reported"). ``tests/test_tuning.py`` checks that these
+treats both as "not reported"). ``tests/tuning_tests/test_tuning.py`` checks that these
 records equal the ones ``ExperimentAnalysis`` gives for a real search.
 """
 

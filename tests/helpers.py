@@ -19,6 +19,20 @@ REPO = Path(__file__).resolve().parent.parent
 SYNTHETIC = REPO / "tests" / "spaces" / "synthetic.yaml"
 
 
+def base_doc(tmp_path: Path) -> dict:
+    """tests/spaces/synthetic.yaml as a document whose dataset is ``tmp_path``."""
+    doc = yaml.safe_load(SYNTHETIC.read_text())
+    doc["dataset"]["path"] = str(tmp_path)
+    return doc
+
+
+def write(tmp_path: Path, doc: dict | str, name: str = "space.yaml") -> Path:
+    """A space file in ``tmp_path`` holding ``doc`` (a document, or raw YAML text)."""
+    path = tmp_path / name
+    path.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc))
+    return path
+
+
 def synthetic_space_file(tmp_path: Path, name: str = "synthetic_test", **updates: Any) -> Path:
     """A copy of tests/spaces/synthetic.yaml with top-level sections updated (dicts merge)."""
     doc = yaml.safe_load(SYNTHETIC.read_text())

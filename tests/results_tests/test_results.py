@@ -1,6 +1,6 @@
 """The results layer on a Tune experiment folder written by hand: records, histories, ranking.
 
-``tests/tuning_tests/test_tuning.py`` checks ``read_trials`` against Ray's own
+``tests/tuning_tests/tuning_tests/test_tuning.py`` checks ``read_trials`` against Ray's own
 ``ExperimentAnalysis`` on a real search; these tests pin down the cases a real
 search rarely produces on demand (a result line cut short by a kill, an empty
 trial, a failed trial's error file) without starting anything.

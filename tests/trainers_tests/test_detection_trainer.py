@@ -42,7 +42,7 @@ from hemotune.trainers.yolo_detection import (
 from hemotune.trainers.yolo_detection.patches import is_allowed_callback, ultralytics_session
 from hemotune.trainers.yolo_detection.run import UltralyticsRun
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SPACE_FILE = REPO / "search_spaces" / "bcd_loss_weights.yaml"
 BCCD_CLASSES = ["RBC", "WBC", "Platelets"]
 EPOCH_METRICS = (

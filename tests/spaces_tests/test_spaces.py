@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-import time
 from pathlib import Path
 
 import optuna
 import pytest
-import yaml
+from helpers import REPO, SYNTHETIC, base_doc, write
 
 from hemotune.config import Distribution
 from hemotune.errors import SpaceValidationError, UsageError
@@ -27,21 +23,6 @@ from hemotune.spaces import (
     validate_file,
     validate_space,
 )
-
-REPO = Path(__file__).resolve().parent.parent
-SYNTHETIC = REPO / "tests" / "spaces" / "synthetic.yaml"
-
-
-def base_doc(tmp_path: Path) -> dict:
-    doc = yaml.safe_load(SYNTHETIC.read_text())
-    doc["dataset"]["path"] = str(tmp_path)
-    return doc
-
-
-def write(tmp_path: Path, doc: dict | str, name: str = "space.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc))
-    return path
 
 
 def problems_of(tmp_path: Path, doc: dict) -> list[str]:
@@ -227,80 +208,3 @@ def test_find_space_by_name_and_unknown_names_list_the_known_ones() -> None:
 def test_validate_space_rejects_non_mapping() -> None:
     with pytest.raises(SpaceValidationError, match="mapping"):
         validate_space(["a"], "x.yaml")
-
-
-CLI_PROBE = textwrap.dedent(
-    """
-    import sys
-    from hemotune.cli import main
-    code = main(sys.argv[1:])
-    heavy = [m for m in ("ray", "torch", "ultralytics", "mlflow") if m in sys.modules]
-    print("OPTUNA=" + str("optuna" in sys.modules))
-    print("HEAVY=" + ",".join(heavy))
-    sys.exit(code)
-    """
-)
-
-
-@pytest.mark.parametrize(
-    ("mutate", "key"),
-    [
-        (
-            lambda d: d["parameters"].update(momentum={"type": "float", "low": 0.1, "high": 0.9}),
-            "parameters.momentum",
-        ),
-        (lambda d: d["parameters"]["plateau"].update(low=0.9, high=0.3), "parameters.plateau.low"),
-        (lambda d: d["parameters"]["lr"].update(low=-1.0), "parameters.lr.low"),
-        (
-            lambda d: d["parameters"].update(optimizer={"type": "categorical", "choices": ["auto"]}),
-            "parameters.optimizer",
-        ),
-        (lambda d: d["dataset"].update(path="/no/such/dataset"), "dataset.path"),
-        (None, "invalid YAML"),
-    ],
-)
-def test_cli_search_with_malformed_space_exits_2_fast_without_starting_ray(
-    tmp_path: Path, mutate, key: str
-) -> None:
-    if mutate is None:
-        path = write(tmp_path, "name: broken\ntrainer: synthetic_curves\nparameters: [\n")
-    else:
-        doc = base_doc(tmp_path)
-        mutate(doc)
-        path = write(tmp_path, doc)
-    start = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-c", CLI_PROBE, "search", str(path), "--results-dir", str(tmp_path / "results")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    elapsed = time.monotonic() - start
-    assert proc.returncode == 2, proc.stderr
-    assert elapsed < 5.0
-    assert str(path) in proc.stderr and key in proc.stderr
-    assert "HEAVY=\n" in proc.stdout or proc.stdout.strip().endswith("HEAVY="), proc.stdout
-    assert not (tmp_path / "results").exists()
-
-
-def test_cli_help_and_validate_import_nothing_heavy() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", CLI_PROBE, "spaces", "validate", str(SYNTHETIC)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "valid" in proc.stdout and proc.stdout.strip().endswith("HEAVY=")
-    assert "OPTUNA=False" in proc.stdout  # Optuna is imported only to convert a validated space
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys, hemotune; print(sorted(m for m in ('ray','torch','ultralytics','mlflow') if m in sys.modules))",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.stdout.strip() == "[]"
