@@ -14,7 +14,7 @@ from hemotune.offline import local_ray_env, offline_env
 
 @contextlib.contextmanager
 def ray_session(settings: RunSettings) -> Iterator[None]:
-    """Join ``settings.address`` (or ``RAY_ADDRESS``) or start a local Ray; only what we started is shut down.
+    """Join ``settings.address`` (or ``RAY_ADDRESS``) or start a private local Ray; only what we started is shut down.
 
     A Ray the caller already initialised is used as it is and left running. Every
     trial process gets the offline environment (no telemetry, no downloads); a local
@@ -35,6 +35,10 @@ def ray_session(settings: RunSettings) -> Iterator[None]:
     else:
         with local_ray_env() as proxies:
             ray.init(
+                # "local": always a private Ray. With no address Ray joins whatever cluster the last
+                # `ray start` on this machine recorded (/tmp/ray/ray_current_cluster), and hangs
+                # retrying when that cluster has died.
+                address="local",
                 num_cpus=settings.num_cpus,
                 include_dashboard=False,
                 runtime_env={"env_vars": {**env_vars, **proxies}},
