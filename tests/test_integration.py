@@ -125,3 +125,34 @@ def test_classification_searches_end_to_end(
         # the study's recipe is the first trial
         models = sorted(r.data.params["model"] for r in children)
         assert "yolo11n-cls" in models
+
+
+def test_a_search_exports_the_weights_of_its_best_epoch_by_a_non_default_objective(
+    tmp_path: Path, pbc8_dir: Path
+) -> None:
+    """Objective ``val/loss`` (min), not the trainer's ``val/macro_f1``: the exported best.pt is the lowest-loss epoch."""
+    import torch
+
+    sets = ["dataset.max_images_per_class=8", "objective.metric=val/loss", "objective.mode=min"]
+    space = load_space(
+        "pbc_class_weights",
+        preset="smoke",
+        data=str(pbc8_dir),
+        num_samples=1,
+        max_concurrent=1,
+        sets=[*sets, "budget.epochs=3"],
+    )
+    settings = RunSettings(
+        results_dir=str(tmp_path / "results"), local_dir=tmp_path / "results", num_cpus=2, show_progress=False
+    )
+    outcome = run_search(space, settings)
+    assert outcome.best is not None and outcome.best_dir is not None
+    losses = {m.step: m.value for m in _history(outcome.tracking_uri, outcome.best.run_id, "val/loss")}
+    assert sorted(losses) == [1, 2, 3]
+    lowest = min(losses, key=lambda epoch: losses[epoch])
+    assert outcome.best.best_epoch == lowest and outcome.best.best_value == losses[lowest]
+    run = mlflow_client(outcome.tracking_uri).get_run(outcome.best.run_id)
+    assert run.data.metrics["best/val/loss"] == losses[lowest] and run.data.metrics["best_epoch"] == lowest
+    weights = torch.load(outcome.best_dir / "weights" / "best.pt", map_location="cpu", weights_only=False)
+    assert weights["epoch"] == lowest and weights["best_metric"] == "val/loss"
+    assert weights["score"] == pytest.approx(losses[lowest])
