@@ -31,6 +31,7 @@ from hemotune.trainers.yolo_detection import (
     OPTIMIZERS,
     STATE_FILE,
     YoloDetectionTrainer,
+    accumulation_cap_problem,
     checkpoint_epoch,
     expected_accumulate,
     learning_rate,
@@ -149,6 +150,14 @@ def test_expected_accumulate_is_capped_by_the_micro_batches_of_the_run(
     steps: int, batches_per_epoch: int, epochs: int, expected: int
 ) -> None:
     assert expected_accumulate(steps, batches_per_epoch, epochs) == expected
+
+
+def test_accumulation_cap_problem_names_the_cap_and_the_way_out() -> None:
+    assert accumulation_cap_problem(8, 8, 2) is None and accumulation_cap_problem(8, 4, 2) is None  # 8 >= 8
+    problem = accumulation_cap_problem(8, 2, 2) or ""
+    assert problem.startswith("accumulate_steps 8 needs 8 micro-batches per optimizer step")
+    assert "only 4 in all (2 per epoch x 2 epochs)" in problem and "cap accumulation at 4" in problem
+    assert "use accumulate_steps <= 4, or more train images or epochs (or a smaller batch)" in problem
 
 
 def test_learning_rate_and_metric_names() -> None:
@@ -290,6 +299,17 @@ def test_guards_catch_optimizer_and_lr_changes(trainer: YoloDetectionTrainer, tm
         )
 
 
+def test_a_run_shorter_than_one_accumulation_fails_at_setup(
+    trainer: YoloDetectionTrainer, tmp_path: Path
+) -> None:
+    """8 micro-batches in all (4 per epoch x 2) for accumulate_steps 16: Ultralytics would cap it at 8."""
+    resolved = trainer.resolve({"imgsz": 128, "batch": 4, "accumulate_steps": 16, "epochs": 2, "data": "x"})
+    run = UltralyticsRun(resolved, _no_report, _context(tmp_path))
+    short = _fake_trainer(args=SimpleNamespace(batch=4, imgsz=128, nbs=64), train_loader=[None] * 4, epoch=0)
+    with pytest.raises(TrialConfigurationError, match=r"accumulate_steps 16 .* only 8 in all .* <= 8"):
+        run._on_pretrain_routine_end(short)
+
+
 def test_importing_the_trainer_and_data_layer_stays_cheap() -> None:
     code = (
         "import sys, hemotune.trainers.yolo_detection, hemotune.data.detection\n"
@@ -358,6 +378,30 @@ def test_smoke_preset_never_caps_accumulation() -> None:
     batches_per_epoch = math.ceil(smoke.dataset.options["max_train_images"] / smoke.fixed["batch"])
     for k in steps:
         assert expected_accumulate(k, batches_per_epoch, smoke.budget.epochs) == k
+
+
+@pytest.mark.parametrize(
+    ("preset", "sets", "train_images"),
+    [
+        ("smoke", [], 32),  # the README's command: --preset smoke
+        # tests/test_integration.py: the smoke preset shrunk further
+        ("smoke", ["dataset.max_train_images=16", "dataset.max_val_images=8", "fixed.imgsz=64"], 16),
+        (None, [], 205),  # the real search on the BCCD train split (205 images)
+    ],
+)
+def test_shipped_presets_and_known_points_run_every_accumulation_uncapped(
+    preset: str | None, sets: list[str], train_images: int
+) -> None:
+    """Every accumulate_steps the space can sample or start with fits in the run's micro-batches."""
+    space = load_space(str(SPACE_FILE), preset=preset, sets=sets, check_data=False)
+    images = space.dataset.options.get("max_train_images", train_images)
+    assert images == train_images
+    batches_per_epoch = math.ceil(images / space.fixed["batch"])
+    choices = next(p for p in space.parameters if p.name == "accumulate_steps").choices or ()
+    known = [point["accumulate_steps"] for point in space.points_to_evaluate]
+    assert set(known) <= set(choices) and 8 in known
+    for k in [*choices, *known]:
+        assert accumulation_cap_problem(k, batches_per_epoch, space.budget.epochs) is None, (preset, sets, k)
 
 
 def test_a_broken_copy_with_an_unknown_optimizer_fails(tmp_path: Path) -> None:
@@ -624,14 +668,26 @@ def test_a_min_mode_objective_picks_the_best_epoch_of_a_real_run(
 
 
 @pytest.mark.slow
-def test_accumulation_is_capped_like_ultralytics_on_a_tiny_run(
+def test_a_run_too_short_for_its_accumulation_fails_the_trial(
     trainer: YoloDetectionTrainer, tiny_bccd: str, tmp_path: Path
 ) -> None:
-    """12 images at batch 8 are 2 micro-batches per epoch: 8 steps in 2 epochs cap accumulation at 4."""
+    """12 images at batch 8 are 2 micro-batches per epoch, 4 in 2 epochs: fewer than accumulate_steps 8.
+
+    Ultralytics would cap accumulation at 4 while lr0 stays scaled for 8 micro-batches per
+    step; the trial fails before any training step, naming the cap and how to avoid it.
+    """
     report = Recorder()
-    trainer.fit(_tiny_params(tiny_bccd, batch=8, accumulate_steps=8), report, _context(tmp_path / "trial"))
-    assert report.epochs == [1, 2]
-    assert report.calls[1][0]["accumulate_steps"] == 4 and report.calls[1][0]["effective_batch"] == 32
+    message = (
+        r"12 train images at batch 8: accumulate_steps 8 needs 8 micro-batches per optimizer step, "
+        r"but the run has only 4 in all \(2 per epoch x 2 epochs\): Ultralytics would cap accumulation "
+        r"at 4 .*use accumulate_steps <= 4, or more train images or epochs"
+    )
+    with pytest.raises(TrialConfigurationError, match=message):
+        trainer.fit(
+            _tiny_params(tiny_bccd, batch=8, accumulate_steps=8), report, _context(tmp_path / "trial")
+        )
+    assert report.epochs == []
+    assert not (tmp_path / "trial" / "checkpoints").exists()
 
 
 @pytest.fixture(scope="module")

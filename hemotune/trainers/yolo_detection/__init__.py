@@ -14,6 +14,7 @@ from hemotune.trainers.yolo_detection.checkpoint import STATE_FILE, checkpoint_e
 from hemotune.trainers.yolo_detection.params import DEFAULT_OBJECTIVE, DEFAULTS, OPTIMIZERS
 from hemotune.trainers.yolo_detection.patches import offline_amp_check
 from hemotune.trainers.yolo_detection.rules import (
+    accumulation_cap_problem,
     effective_warmup_epochs,
     expected_accumulate,
     learning_rate,
@@ -27,6 +28,7 @@ __all__ = [
     "OPTIMIZERS",
     "STATE_FILE",
     "YoloDetectionTrainer",
+    "accumulation_cap_problem",
     "checkpoint_epoch",
     "effective_warmup_epochs",
     "expected_accumulate",

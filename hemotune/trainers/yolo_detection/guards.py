@@ -4,20 +4,21 @@ Ultralytics may silently change a configuration: AutoBatch or out-of-memory
 batch halving, ``optimizer=auto``, an ``imgsz`` rounded to its grid, another
 ``nbs``. ``ConfigurationGuard`` compares what the Ultralytics trainer really
 built with the resolved parameters and raises ``TrialConfigurationError``. Outside
-warm-up ``accumulate`` must be ``expected_accumulate(...)``: K, or the number of
-micro-batches in the whole run if that is smaller (Ultralytics' own cap).
+warm-up ``accumulate`` must be ``accumulate_steps`` K. A run with fewer
+micro-batches in all than K, where Ultralytics would cap ``accumulate`` at that
+number (``expected_accumulate``) while ``lr0`` stays scaled for K, fails too
+(``accumulation_cap_problem``), before any training step.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from hemotune.errors import TrialConfigurationError
-from hemotune.trainers.yolo_detection.rules import effective_warmup_epochs, expected_accumulate
+from hemotune.trainers.yolo_detection.rules import accumulation_cap_problem, effective_warmup_epochs
 
 
 class ConfigurationGuard:
@@ -43,26 +44,28 @@ class ConfigurationGuard:
         resolved = self.resolved
         self.check_batch(trainer)
         self.check_optimizer(trainer)
+        self.check_accumulation_cap(trainer)
         problems = []
         if int(trainer.args.imgsz) != int(resolved["imgsz"]):
             problems.append(f"imgsz is {trainer.args.imgsz}, asked {resolved['imgsz']}")
         if int(trainer.args.nbs) != int(resolved["nbs"]):
             problems.append(f"nbs is {trainer.args.nbs}, asked {resolved['nbs']}")
         problems += self._lr_problems(trainer)
-        self.accumulate_target = expected_accumulate(
-            resolved["accumulate_steps"], len(trainer.train_loader), trainer.epochs
-        )
+        self.accumulate_target = int(resolved["accumulate_steps"])
         if trainer.accumulate != self.accumulate_target:
             problems.append(f"accumulate is {trainer.accumulate}, expected {self.accumulate_target}")
         if problems:
             raise TrialConfigurationError("Ultralytics changed the configuration: " + "; ".join(problems))
-        if self.accumulate_target != resolved["accumulate_steps"]:
-            logging.getLogger(__name__).warning(
-                "accumulate_steps %s capped at %s: the run has only %s micro-batches in all",
-                resolved["accumulate_steps"],
-                self.accumulate_target,
-                len(trainer.train_loader) * trainer.epochs,
-            )
+
+    def check_accumulation_cap(self, trainer: Any) -> None:
+        """The run has at least ``accumulate_steps`` micro-batches in all, so Ultralytics does not cap it."""
+        problem = accumulation_cap_problem(
+            int(self.resolved["accumulate_steps"]), len(trainer.train_loader), int(trainer.epochs)
+        )
+        if problem:
+            dataset = getattr(trainer.train_loader, "dataset", None)
+            images = f"{len(dataset)} train images" if dataset is not None else "the train set"
+            raise TrialConfigurationError(f"{images} at batch {trainer.batch_size}: {problem}")
 
     def _lr_problems(self, trainer: Any) -> list[str]:
         lr0 = float(self.resolved["lr0"])

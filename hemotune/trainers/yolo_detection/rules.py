@@ -33,6 +33,26 @@ def expected_accumulate(accumulate_steps: int, batches_per_epoch: int, epochs: i
     return max(1, min(int(accumulate_steps), int(batches_per_epoch) * int(epochs)))
 
 
+def accumulation_cap_problem(accumulate_steps: int, batches_per_epoch: int, epochs: int) -> str | None:
+    """Why ``accumulate_steps`` cannot run as asked (``None`` when it can).
+
+    A run of ``batches_per_epoch * epochs`` micro-batches in all, fewer than
+    ``accumulate_steps``, would have its accumulation capped by Ultralytics
+    (``expected_accumulate``) while ``lr0`` stays scaled for the asked images per
+    step: hemotune fails such a trial instead of training another configuration.
+    """
+    total = int(batches_per_epoch) * int(epochs)
+    capped = expected_accumulate(accumulate_steps, batches_per_epoch, epochs)
+    if capped == int(accumulate_steps):
+        return None
+    return (
+        f"accumulate_steps {accumulate_steps} needs {accumulate_steps} micro-batches per optimizer step, but the "
+        f"run has only {total} in all ({batches_per_epoch} per epoch x {epochs} epochs): Ultralytics would "
+        f"cap accumulation at {capped} while lr0 stays scaled for {accumulate_steps}; use accumulate_steps <= "
+        f"{total}, or more train images or epochs (or a smaller batch)"
+    )
+
+
 def effective_warmup_epochs(warmup_epochs: float, epochs: int) -> float:
     """Ultralytics leaves at least the last epoch out of warm-up: ``min(warmup_epochs, epochs - 1)``."""
     return min(float(warmup_epochs), float(max(epochs - 1, 0)))
