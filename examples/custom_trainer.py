@@ -78,7 +78,7 @@ def main() -> None:
             "dataset": {"path": str(data)},
             "objective": {"metric": "val/loss", "mode": "min"},
             "parameters": {"lr": {"type": "float", "low": 0.001, "high": 0.9, "log": True}},
-            "budget": {"num_samples": 6, "max_concurrent": 2, "epochs": 8, "grace_period": 2},
+            "budget": {"num_samples": 4, "max_concurrent": 2, "epochs": 6, "grace_period": 2},
         },
         "inline",
     )

@@ -14,6 +14,7 @@ import yaml
 from helpers import epoch_steps, search_tree, synthetic_space_file
 
 from hemotune.config import RunSettings
+from hemotune.offline import CLOSED_LOOPBACK_PROXY, local_ray_env
 from hemotune.spaces import load_space
 from hemotune.tuning import SearchOutcome, run_search
 
@@ -220,8 +221,13 @@ def _history(uri: str, run_id: str, key: str) -> list[Any]:
     return list(_client(uri).get_metric_history(run_id, key))
 
 
-def test_no_ray_left_running() -> None:
+def test_no_ray_left_running(monkeypatch: pytest.MonkeyPatch) -> None:
     import ray
 
     assert not ray.is_initialized()
-    assert os.environ.get("http_proxy") == "http://127.0.0.1:9"
+    # What hemotune itself does around a local ray.init, whatever proxy the caller had (never the
+    # harness's value): Ray's processes get the closed loopback port, trials and the caller keep theirs.
+    monkeypatch.setenv("http_proxy", "http://proxy.example:3128")
+    with local_ray_env() as trial_env:
+        assert os.environ["http_proxy"] == CLOSED_LOOPBACK_PROXY
+    assert trial_env["http_proxy"] == os.environ["http_proxy"] == "http://proxy.example:3128"
