@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("search", metavar="SEARCH", help="the search name")
     sync.add_argument("--results-dir", default="hemotune_results")
     sync.add_argument("--tracking-uri")
+    sync.add_argument(
+        "--force",
+        action="store_true",
+        help="close the runs of a search marked running even if its driver may still be alive",
+    )
     trainers = sub.add_parser("trainers", help="list trainers and the parameters they accept")
     trainers.add_argument("name", nargs="?", help="show one trainer's parameters")
     return parser
@@ -129,10 +134,18 @@ def _console() -> Console:
 
 
 def _space_name(name_or_file: str) -> str:
-    """The ``name`` a space file declares (else its file name): what ``--resume`` looks for."""
+    """The ``name`` a space file declares (else its file name): what ``--resume`` looks for.
+
+    A bare name that is no space file (a search started from a file elsewhere) is the search name.
+    """
     from hemotune.spaces import find_space_file, read_space_file
 
-    path = find_space_file(name_or_file)
+    try:
+        path = find_space_file(name_or_file)
+    except UsageError:
+        if Path(name_or_file).suffix in (".yaml", ".yml") or os.sep in name_or_file:
+            raise
+        return name_or_file
     raw, _ = read_space_file(path)
     name = raw.get("name") if isinstance(raw, dict) else None
     return str(name or path.stem)
@@ -141,6 +154,7 @@ def _space_name(name_or_file: str) -> str:
 def cmd_search(args: argparse.Namespace) -> int:
     """``hemotune search``: run (or resume) a search and print its ranking."""
     from hemotune.tuning import run_search
+    from hemotune.tuning.search import resume_command
 
     console = _console()
     space = _search_space(args, console)
@@ -155,8 +169,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     _print_outcome(console, outcome, space)
     if outcome.interrupted:
         console.print(
-            f"[yellow]search interrupted[/]: continue with `hemotune search {space.name} --resume"
-            f" --results-dir {args.results_dir}`"
+            f"[yellow]search interrupted[/]: continue with `{resume_command(space.name, args.results_dir)}`",
+            soft_wrap=True,  # a command to copy: never broken across lines
         )
         return EXIT_INTERRUPTED
     return EXIT_OK
@@ -271,12 +285,20 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from hemotune.tuning import sync_search
 
     settings = RunSettings(results_dir=args.results_dir, tracking_uri=args.tracking_uri)
-    summary = sync_search(args.search, settings)
-    _console().print(
+    summary = sync_search(args.search, settings, force=args.force)
+    console = _console()
+    console.print(
         f"synchronised {summary['trials']} trials of {summary['experiment_path']}: "
         f"{summary['epochs_filled']} epochs filled in, {summary['runs_created']} runs created, "
         f"closed {summary['runs_closed']}, {len(summary['orphans_retired'])} orphaned runs retired"
     )
+    if "resume" in summary:
+        console.print(
+            f"[yellow]interrupted[/]: its driver ({summary['driver']}) is gone; the parent run and "
+            f"{summary['interrupted_runs']} runs of unfinished trials are closed as KILLED (interrupted). "
+            f"Continue with `{summary['resume']}`",
+            soft_wrap=True,
+        )
     return EXIT_OK
 
 

@@ -4,11 +4,13 @@
 search: space hash, dataset fingerprint, version, Tune experiment) and logs the
 search space and the data report, or re-opens it on ``--resume``. At the end the
 search records its best trial on it and closes it; a failed or killed search also
-closes the child runs still RUNNING.
+closes the child runs still RUNNING. A search whose driver died without closing
+anything is closed later by ``close_interrupted`` (``hemotune sync``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
@@ -27,6 +29,7 @@ from hemotune.tracking.runs import (
     TAG_DATASET,
     TAG_EXPERIMENT,
     TAG_OUTCOME,
+    TAG_RESUME,
     TAG_ROLE,
     TAG_SEARCH,
     TAG_SPACE,
@@ -86,10 +89,13 @@ class SearchTracking:
 
     @classmethod
     def reopen(cls, *, tracking_uri: str, experiment_id: str, parent_run_id: str) -> SearchTracking:
-        """Continue the parent run of a resumed search (status back to RUNNING)."""
+        """Continue the parent run of a resumed search (status back to RUNNING, no outcome yet)."""
         client = client_for(tracking_uri)
         client.update_run(parent_run_id, status="RUNNING")
         client.set_tag(parent_run_id, "hemotune.resumed_at", time.strftime("%Y-%m-%dT%H:%M:%S"))
+        for key in (TAG_OUTCOME, TAG_RESUME):  # set again when this execution ends
+            with contextlib.suppress(Exception):  # MLflow raises for a tag the run does not have
+                client.delete_tag(parent_run_id, key)
         return cls(tracking_uri, experiment_id, parent_run_id)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -142,16 +148,43 @@ class SearchTracking:
         self.log_text(markdown, "ranking.md")
         self.set_tags({TAG_OUTCOME: "finished" if finished else "interrupted"})
 
-    def finish(self, status: str = "FINISHED") -> None:
-        """Close the parent run; child runs still RUNNING (a failed or killed search) become KILLED."""
+    def finish(self, status: str = "FINISHED", *, resume_hint: str | None = None) -> None:
+        """Close the parent run; child runs still RUNNING (a failed or killed search) become KILLED.
+
+        A KILLED (interrupted) parent is tagged with ``resume_hint``, the command that continues it.
+        """
         if status != "FINISHED":
             try:
-                for run in child_runs(self.client, self.experiment_id, self.parent_run_id):
-                    if run.info.status == "RUNNING":
-                        self.client.set_terminated(run.info.run_id, "KILLED")
+                self._kill_running_children(outcome=None)
             except Exception as exc:
                 log.warning("could not close the child runs: %s", short_error(exc))
+        if status == "KILLED" and resume_hint:
+            with contextlib.suppress(Exception):
+                self.set_tags({TAG_RESUME: resume_hint})
         retry(lambda: self.client.set_terminated(self.parent_run_id, status), what="closing the parent run")
+
+    def close_interrupted(self, resume_hint: str) -> int:
+        """Close a search whose driver died: every RUNNING run KILLED and tagged ``interrupted``.
+
+        The parent also gets ``resume_hint`` (``hemotune.resume``); ``--resume`` re-opens
+        it and the children of the trials it continues. Returns how many child runs it closed.
+        """
+        closed = self._kill_running_children(outcome="interrupted")
+        self.set_tags({TAG_OUTCOME: "interrupted", TAG_RESUME: resume_hint})
+        if self.client.get_run(self.parent_run_id).info.status != "KILLED":
+            self.client.set_terminated(self.parent_run_id, "KILLED")
+        return closed
+
+    def _kill_running_children(self, outcome: str | None) -> int:
+        """Close the child runs still RUNNING as KILLED (tagged with ``outcome`` if given)."""
+        closed = 0
+        for run in child_runs(self.client, self.experiment_id, self.parent_run_id):
+            if run.info.status == "RUNNING":
+                if outcome is not None:
+                    self.client.set_tag(run.info.run_id, TAG_OUTCOME, outcome)
+                self.client.set_terminated(run.info.run_id, "KILLED")
+                closed += 1
+        return closed
 
 
 def open_search_tracking(

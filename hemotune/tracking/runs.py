@@ -26,6 +26,8 @@ TAG_DATASET = "hemotune.dataset_hash"
 TAG_SPACE = "hemotune.space_hash"
 TAG_OUTCOME = "hemotune.outcome"
 TAG_ERROR = "hemotune.error"
+#: On a KILLED parent run: the command that continues the search.
+TAG_RESUME = "hemotune.resume"
 _MAX_PARAM_LEN = 6000
 #: MLflow accepts at most 100 params and 1000 metrics per ``log_batch`` request.
 _PARAMS_PER_BATCH = 100

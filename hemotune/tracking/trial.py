@@ -64,6 +64,8 @@ class TrialRun:
     _pending_artifacts: dict[str, Path] = field(default_factory=dict)
     _pending_tags: dict[str, str] = field(default_factory=dict)
     _failing_since: float | None = None
+    #: Where copies of artifacts wait until they are logged (default: a new folder in the temp dir).
+    stash_dir: Path | None = None
     _stash: Path | None = None
     #: After a failed flush, epochs do not try again for this long (doubling up to 120 s): a
     #: server that accepts connections but does not answer costs a whole request timeout per try.
@@ -125,9 +127,18 @@ class TrialRun:
         self.flush()
 
     def _stash_copy(self, name: str, path: Path) -> Path:
-        """Copy the file now: the trainer may overwrite or delete it before a retry succeeds."""
+        """Copy the file now: the trainer may overwrite or delete it before a retry succeeds.
+
+        The copies live in ``stash_dir`` (the trial's own folder) when given, so a trial that never
+        reaches ``finish`` (stopped by ASHA, killed) leaves nothing behind in the system temp folder;
+        each copy is deleted as soon as it is logged.
+        """
         if self._stash is None:
-            self._stash = Path(tempfile.mkdtemp(prefix="hemotune-artifacts-"))
+            if self.stash_dir is not None:
+                self.stash_dir.mkdir(parents=True, exist_ok=True)
+                self._stash = Path(tempfile.mkdtemp(prefix="mlflow-pending-", dir=self.stash_dir))
+            else:
+                self._stash = Path(tempfile.mkdtemp(prefix="hemotune-artifacts-"))
         target = self._stash / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
@@ -166,7 +177,7 @@ class TrialRun:
             del self._pending_metrics[: len(chunk)]
         for name in list(self._pending_artifacts):
             self._log_artifact(run_id, name, self._pending_artifacts[name])
-            del self._pending_artifacts[name]
+            self._pending_artifacts.pop(name).unlink(missing_ok=True)
 
     def _back_off(self, exc: Exception) -> None:
         """Warn once when logging starts failing; wait twice as long before each further try."""

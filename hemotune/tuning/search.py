@@ -4,7 +4,9 @@ Flow of one search: validate (already done) -> prepare the dataset once on the
 driver -> open the MLflow parent run -> start or join Ray -> ``Tuner.fit()``
 -> reconcile MLflow with Tune's results -> rank trials, export the best ->
 close the parent run. Errors close the parent as FAILED; Ctrl-C leaves a
-resumable experiment (``--resume``).
+resumable experiment (``--resume``). A driver killed with SIGKILL closes nothing:
+``hemotune sync`` closes its runs as interrupted once the driver is gone
+(``hemotune.tuning.driver``), and ``--resume`` re-opens them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ from hemotune.results import RankedTrial, TrialRecord, rank_trials, read_trials
 from hemotune.tracking import ReconcileReport, SearchTracking, TrialRunInfo, open_search_tracking, reconcile
 from hemotune.trainers import get_trainer
 from hemotune.tuning import state as search_state
+from hemotune.tuning.driver import (
+    describe,
+    driver_record,
+    refuse_resume_beside_live_driver,
+    refuse_sync_unless_driver_gone,
+)
 from hemotune.tuning.session import ray_session
 from hemotune.tuning.trial import TrialJob
 from hemotune.tuning.tuner import DEFAULT_STATE_PERIOD_S, build_tuner, restore_tuner
@@ -83,6 +91,7 @@ def run_search(
     if state is None:
         state = search_state.new_state(space, tune_experiment, prepared, tracking)
     state["status"] = "running"
+    state["driver"] = driver_record()  # `hemotune sync` tells a killed driver from a live one by it
     search_state.write_state(experiment_path, state)
     say(f"mlflow: {tracking.tracking_uri} parent run {tracking.parent_run_id}")
     say(f"ray tune: {experiment_path}{' (resuming)' if settings.resume else ''}")
@@ -106,10 +115,13 @@ def run_search(
         status = "KILLED"
         state["status"] = "interrupted"
         raise
+    except Exception:
+        state["status"] = "failed"
+        raise
     finally:
         with contextlib.suppress(Exception):
             search_state.write_state(experiment_path, state)
-        tracking.finish(status)
+        tracking.finish(status, resume_hint=resume_command(space.name, settings.results_dir))
 
 
 def _experiment(
@@ -118,7 +130,9 @@ def _experiment(
     """``(Tune experiment, its path, stored state)``: the search to resume, or a new one (no state yet)."""
     if settings.resume:
         experiment_path = search_state.find_resumable(storage_root, space.name)
-        return Path(experiment_path).name, experiment_path, search_state.read_state(experiment_path)
+        state = search_state.read_state(experiment_path)
+        refuse_resume_beside_live_driver(state or {}, experiment_path)
+        return Path(experiment_path).name, experiment_path, state
     tune_experiment = settings.experiment_name or search_state.new_experiment_name(space)
     return tune_experiment, storage.join(storage_root, tune_experiment), None
 
@@ -268,18 +282,35 @@ def _export_best(
     write_best_config(best, space, resolved, best_dir, artifacts, tracking.tracking_uri)
 
 
-def sync_search(name: str, settings: RunSettings) -> dict[str, Any]:
-    """Re-synchronise a search's MLflow tree from Ray Tune's stored results (``hemotune sync``)."""
+def resume_command(name: str, results_dir: str) -> str:
+    """The command that continues an interrupted search (printed, and tagged on its parent run)."""
+    return f"hemotune search {name} --resume --results-dir {results_dir}"
+
+
+def sync_search(name: str, settings: RunSettings, *, force: bool = False) -> dict[str, Any]:
+    """Re-synchronise a search's MLflow tree from Ray Tune's stored results (``hemotune sync``).
+
+    A search still marked running whose driver is gone (killed with SIGKILL) is closed
+    as interrupted: its unfinished trials' runs and its parent run become KILLED, tagged
+    ``hemotune.outcome=interrupted`` and, on the parent, ``hemotune.resume`` (the command
+    to continue it). Its driver must be provably gone (same host) unless ``force``.
+    """
     space, experiment_path = search_state.load_resumable_space(settings.results_dir, name)
     state = search_state.read_state(experiment_path) or {}
+    driver_gone = state.get("status") == "running"
+    if driver_gone and not force:
+        refuse_sync_unless_driver_gone(state, experiment_path)
     tracking = SearchTracking(
         settings.tracking_uri or state["tracking_uri"], state["experiment_id"], state["parent_run_id"]
     )
     info = _trial_run_info(space, tracking, state["tune_experiment"], state["dataset_hash"])
     records, finished, report, _ = _reconcile_experiment(space, info, experiment_path)
-    return {
-        "experiment_path": experiment_path,
-        "trials": len(records),
-        "finished": finished,
-        **asdict(report),
-    }
+    summary = {"experiment_path": experiment_path, "trials": len(records), "finished": finished}
+    if driver_gone:
+        resume = resume_command(space.name, settings.results_dir)
+        orphans = tracking.close_interrupted(resume)  # runs of trials Tune's saved state never knew
+        summary.update(interrupted_runs=report.runs_closed.get("KILLED", 0) + orphans, resume=resume)
+        summary["driver"] = describe(state.get("driver"))
+        state["status"] = "interrupted"
+        search_state.write_state(experiment_path, state)
+    return {**summary, **asdict(report)}

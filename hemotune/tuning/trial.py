@@ -58,12 +58,14 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
     trial_id = context.get_trial_id()
     trainer = job.trainer_class()
     params = {**job.fixed, **config, "data": _ensure_data(job, trainer)}
-    run = TrialRun(job.tracking, trial_id=trial_id, trial_name=context.get_trial_name())
+    workdir = Path(os.getcwd()) / "work"
+    workdir.mkdir(parents=True, exist_ok=True)
+    run = TrialRun(
+        job.tracking, trial_id=trial_id, trial_name=context.get_trial_name(), stash_dir=workdir / "pending"
+    )
     resolved = trainer.resolve(params)
     run.log_params(resolved)
     run.set_tags(_placement_tags())
-    workdir = Path(os.getcwd()) / "work"
-    workdir.mkdir(parents=True, exist_ok=True)
     config_file = workdir / "resolved.yaml"
     config_file.write_text(yaml.safe_dump(_plain(resolved), sort_keys=False))
     run.log_artifacts({"config/resolved.yaml": config_file})

@@ -23,6 +23,11 @@ from hemotune.tuning.trial import TrialJob, run_trial
 
 #: How often Ray Tune saves experiment state (seconds); short so a killed driver loses little.
 DEFAULT_STATE_PERIOD_S = "5"
+#: Epoch checkpoints kept per trial. Tune also saves its state as soon as a trial has
+#: checkpointed this many times since the last save (else the saved state could name a
+#: checkpoint already deleted), so a killed driver loses at most this many epochs per trial
+#: plus the one being reported.
+CHECKPOINTS_KEPT = 2
 
 
 def build_tuner(
@@ -118,7 +123,7 @@ def _run_config(space: SearchSpace, storage_path: str, experiment: str, callback
         name=experiment,
         storage_path=tune_path,
         storage_filesystem=filesystem,
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
         failure_config=tune.FailureConfig(max_failures=space.budget.max_failures),
         # Sync experiment state and results to storage as often as Tune snapshots them
         # (default 300 s): a driver killed with SIGKILL then loses seconds, not minutes.

@@ -15,6 +15,7 @@ from hemotune.tracking import (
     TrialRun,
     TrialRunInfo,
     child_runs,
+    fail_fast_http,
     reconcile,
     resolve_tracking_uri,
 )
@@ -142,3 +143,27 @@ def test_reopened_parent_is_running_again(search) -> None:
 
 def _children(tracking: SearchTracking) -> list:
     return child_runs(tracking.client, tracking.experiment_id, tracking.parent_run_id)
+
+
+def test_artifact_copies_wait_in_the_trial_folder_and_go_once_logged(search, tmp_path: Path) -> None:
+    """A trial ASHA stops never reaches finish(): its queued copies must not pile up in the temp folder."""
+    _, info = search
+    best = tmp_path / "best.pt"
+    best.write_bytes(b"weights of epoch 1")
+    pending = tmp_path / "trial" / "pending"
+    run = TrialRun(info, trial_id="t1", trial_name="trial_t1", stash_dir=pending)
+    run.log_artifacts({"weights/best.pt": best})
+    assert [a.path for a in mlflow_client(info.tracking_uri).list_artifacts(run.run_id, "weights")] == [
+        "weights/best.pt"
+    ]
+    assert pending.is_dir() and not [p for p in pending.rglob("*") if p.is_file()]  # logged, so deleted
+    down = TrialRun(
+        TrialRunInfo("http://127.0.0.1:9", "0", "parent", "s", "s-1", "abc"),
+        trial_id="t2",
+        trial_name="trial_t2",
+        stash_dir=pending,
+    )
+    with fail_fast_http():
+        down.log_artifacts({"weights/best.pt": best})
+    kept = [p for p in pending.rglob("*") if p.is_file()]
+    assert [p.read_bytes() for p in kept] == [b"weights of epoch 1"]  # kept for the retry

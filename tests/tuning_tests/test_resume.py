@@ -1,27 +1,42 @@
 """A search interrupted mid-way (SIGINT, and SIGKILL of the driver) finishes with ``--resume``.
 
 Real processes: the ``hemotune`` CLI as a subprocess, a real local Ray, real MLflow.
-Everything started is ended by PID at the end of each test.
+Everything started is ended by PID at the end of each test. After a SIGKILL nothing
+closes the runs until ``hemotune sync`` does (the driver is provably gone); and the
+work a killed driver's trials did and the resumed search ran again is measured
+against the bound Tune's state saving gives.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import signal
+import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
-from helpers import Driver, epoch_steps, search_tree, synthetic_space_file, wait_until
+from helpers import Driver, epoch_steps, mlflow_client, search_tree, synthetic_space_file, wait_until
+
+from hemotune.tuning.tuner import CHECKPOINTS_KEPT, DEFAULT_STATE_PERIOD_S
 
 NUM_SAMPLES = 6
-EPOCHS = 4
+EPOCHS = 8
+SECONDS_PER_EPOCH = 0.6
+#: Epochs a trial can finish between two saves of Tune's state (every 5 s, and as soon as a
+#: trial has checkpointed CHECKPOINTS_KEPT times), plus the one whose report was in flight.
+MAX_EPOCHS_REDONE = min(math.ceil(float(DEFAULT_STATE_PERIOD_S) / SECONDS_PER_EPOCH), CHECKPOINTS_KEPT) + 1
 
 
 def _space(tmp_path: Path, name: str) -> Path:
     return synthetic_space_file(
         tmp_path,
         name=name,
-        fixed={"seconds_per_epoch": 0.6},
+        fixed={"seconds_per_epoch": SECONDS_PER_EPOCH},
         budget={
             "num_samples": NUM_SAMPLES,
             "max_concurrent": 2,
@@ -47,6 +62,80 @@ def _experiment_state(results: Path) -> dict:
     return json.loads(state_file.read_text())
 
 
+def _running_trial_at(uri: str, name: str, low: int, high: int) -> bool:
+    """A trial is RUNNING with between ``low`` and ``high`` epochs logged (far enough to lose work)."""
+    _, children = search_tree(uri, name)
+    return any(
+        r.info.status == "RUNNING" and low <= len(epoch_steps(uri, r.info.run_id)) <= high for r in children
+    )
+
+
+def _sync_closes_the_killed_search(uri: str, name: str, results: Path, cwd: Path, driver_pid: int) -> None:
+    """After a SIGKILL everything stays RUNNING; `hemotune sync` closes it all as interrupted."""
+    state = _experiment_state(results)
+    assert state["status"] == "running" and state["driver"]["pid"] == driver_pid
+    parent, _ = search_tree(uri, name)
+    assert parent.info.status == "RUNNING"  # nobody closed it: the driver had no chance
+    sync = subprocess.run(
+        [sys.executable, "-m", "hemotune", "sync", name, "--results-dir", str(results)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert sync.returncode == 0, sync.stdout + sync.stderr
+    assert "interrupted" in sync.stdout and f"hemotune search {name} --resume" in sync.stdout, sync.stdout
+    parent, children = search_tree(uri, name)
+    assert parent.info.status == "KILLED"
+    assert parent.data.tags["hemotune.outcome"] == "interrupted"
+    assert parent.data.tags["hemotune.resume"] == f"hemotune search {name} --resume --results-dir {results}"
+    assert all(r.info.status != "RUNNING" for r in children)
+    killed = [r for r in children if r.info.status == "KILLED"]
+    assert killed and all(r.data.tags["hemotune.outcome"] == "interrupted" for r in killed)
+    assert {r.info.status for r in children} == {"FINISHED", "KILLED"}
+    assert _experiment_state(results)["status"] == "interrupted"
+
+
+def _epochs_run_twice(uri: str, name: str, results: Path, killed_at: float) -> tuple[dict, dict, float]:
+    """(trial -> epochs its processes finished before ``killed_at`` that the resumed search ran
+    again, trial -> epochs finished before the kill, the median epoch length in seconds).
+
+    Finished before the kill: the trial's MLflow epoch entries stamped earlier (a trial logs an
+    epoch just before reporting it; a restarted trial does not log an epoch its run has).
+    Kept: the rows of Tune's final ``result.json`` stamped before the kill; later rows were run
+    by the resumed search. Child runs of trials Tune's saved state never knew count too (all
+    their epochs are lost); they are deleted at the end, hence ``ViewType.ALL``.
+    """
+    from mlflow.entities import ViewType
+
+    client = mlflow_client(uri)
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string="tags.`hemotune.role` = 'trial'",
+        run_view_type=ViewType.ALL,
+        max_results=1000,
+    )
+    done: dict[str, set[int]] = {}
+    lengths: list[float] = []
+    for run in runs:
+        stamps = sorted(
+            (m.step, m.timestamp / 1000) for m in client.get_metric_history(run.info.run_id, "epoch")
+        )
+        before = [(step, t) for step, t in stamps if t < killed_at]
+        done.setdefault(run.data.tags["hemotune.trial_id"], set()).update(step for step, _ in before)
+        lengths += [b[1] - a[1] for a, b in itertools.pairwise(before) if b[0] == a[0] + 1]
+    kept: dict[str, set[int]] = {}
+    for result in results.glob("*/trial_*/result.json"):
+        rows = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        kept[result.parent.name.removeprefix("trial_")] = {
+            int(r["epoch"]) for r in rows if r["timestamp"] < killed_at
+        }
+    again = {t: sorted(epochs - kept.get(t, set())) for t, epochs in done.items()}
+    finished = {t: sorted(epochs) for t, epochs in done.items()}
+    return again, finished, statistics.median(lengths)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
 def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path: Path, sig: int) -> None:
@@ -67,12 +156,20 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path: 
         assert wait_until(
             lambda: sum(n == EPOCHS for n in _result_lines(results).values()) >= 2, timeout=60, driver=first
         ), first.output()
+        # A trial far enough in that losing its saved state would cost more than the bound.
+        assert wait_until(
+            lambda: _running_trial_at(uri, name, MAX_EPOCHS_REDONE + 2, EPOCHS - 2),
+            timeout=120,
+            interval=0.2,
+            driver=first,
+        ), first.output()
         assert first.proc.poll() is None, "the search ended before it could be interrupted"
         first.snapshot()
         first.proc.send_signal(sig)
         code = first.wait(timeout=120)
     finally:
         first.cleanup()
+    killed_at = time.time()  # the driver and every process it started are gone
     if sig == signal.SIGINT:
         assert code == 130, first.output()
         assert "--resume" in first.output()
@@ -82,6 +179,7 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path: 
         assert all(r.info.status != "RUNNING" for r in children)
     else:
         assert code == -signal.SIGKILL
+        _sync_closes_the_killed_search(uri, name, results, tmp_path, first.proc.pid)
     before = _result_lines(results)
     finished_before = {t for t, n in before.items() if n == EPOCHS}
     assert len(finished_before) >= 2
@@ -102,6 +200,7 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path: 
 
     parent, children = search_tree(uri, name)
     assert parent.info.status == "FINISHED"
+    assert parent.data.tags["hemotune.outcome"] == "finished" and "hemotune.resume" not in parent.data.tags
     assert _experiment_state(results)["status"] == "finished"
     trial_ids = [r.data.tags["hemotune.trial_id"] for r in children]
     assert len(trial_ids) == NUM_SAMPLES and len(set(trial_ids)) == NUM_SAMPLES  # one run per trial
@@ -109,3 +208,19 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path: 
     for run in children:
         assert run.info.status == "FINISHED", run.info.run_name
         assert epoch_steps(uri, run.info.run_id) == list(range(1, EPOCHS + 1)), run.info.run_name
+
+    if sig == signal.SIGKILL:
+        again, finished, epoch_s = _epochs_run_twice(uri, name, results, killed_at)
+        print(
+            f"\nSIGKILL: epochs run again per trial {again}; finished before the kill {finished}; "
+            f"epoch {epoch_s:.2f} s; bound {MAX_EPOCHS_REDONE} epochs"
+        )
+        assert epoch_s >= SECONDS_PER_EPOCH  # the bound assumed epochs at least this long
+        # the kill came while a trial that had not finished was past the bound: a search that lost
+        # its saved state would have run more than the bound again
+        assert any(
+            len(epochs) > MAX_EPOCHS_REDONE
+            for t, epochs in finished.items()
+            if f"trial_{t}" not in finished_before
+        )
+        assert all(len(epochs) <= MAX_EPOCHS_REDONE for epochs in again.values()), again

@@ -39,7 +39,7 @@ def test_a_local_search_ignores_a_stale_cluster_record(
         tmp_path,
         name="private_ray",
         fixed={"seconds_per_epoch": 0.0},
-        budget={"num_samples": 2, "max_concurrent": 2, "epochs": 2, "grace_period": 1},
+        budget={"num_samples": 2, "max_concurrent": 2, "epochs": 2, "grace_period": 2},  # no early stop
     )
     settings = RunSettings(
         results_dir=str(tmp_path / "results"), local_dir=tmp_path / "results", num_cpus=2, show_progress=False
