@@ -2,10 +2,19 @@
 
 Everything listens on and talks to loopback addresses only. Ray turns ``127.0.0.1``
 into the machine's network address (it wants an address other hosts can reach),
-so the Ray nodes use ``127.0.0.2``, ``127.0.0.3``, ... instead: Ray leaves those
-alone and Linux routes all of 127.0.0.0/8 over the loopback interface. Giving
-every node its own address also makes a trial's node visible in Tune's
+so the Ray nodes use other loopback addresses: Ray leaves those alone and Linux
+routes all of 127.0.0.0/8 over the loopback interface. Each stack claims a block
+``127.A.B.0/24`` that no socket on the machine uses (never ``127.0.x.x``, where
+``127.0.0.1``, ``127.0.0.53`` and ``127.0.1.1`` live) and holds a socket bound in it
+while it runs, so two stacks (or anything else) never share a node address.
+Giving every node its own address also makes a trial's node visible in Tune's
 ``node_ip`` and in the ``hemotune.node_ip`` tag.
+
+Ports are bound by the OS: ``moto_server -p 0``, ``mlflow server --port 0`` and
+``ray start --head --port 0`` each bind a free port themselves, and the port is
+read back from the server's own log (no pick-then-bind race). Only a restarted
+MLflow server binds a known port, its previous one: its clients already hold the
+URI, as they would with a real server restarted on its host.
 
 Each service is one ``Popen`` (``ray start --block`` keeps a node's raylet, agents
 and workers as its descendants instead of daemonising them) and is ended by
@@ -18,6 +27,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import random
 import re
 import secrets
 import shutil
@@ -45,10 +55,43 @@ FAST_NODE_DEATH = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def claim_loopback_block() -> tuple[str, socket.socket]:
+    """``(prefix "127.A.B", socket bound at 127.A.B.1)``: a /24 of loopback no socket on the machine uses.
+
+    The bound socket is the claim: a later stack sees it and takes another block. Close it to release.
+    """
+    used = {
+        address.ip
+        for conn in psutil.net_connections(kind="inet4")
+        for address in (conn.laddr, conn.raddr)
+        if address
+    }
+    rng = random.SystemRandom()
+    for _ in range(100):
+        prefix = f"127.{rng.randint(1, 254)}.{rng.randint(0, 255)}"
+        if any(ip.startswith(prefix + ".") for ip in used):
+            continue
+        claim = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            claim.bind((f"{prefix}.1", 0))
+        except OSError:
+            claim.close()
+            continue
+        return prefix, claim
+    raise RuntimeError("no free 127.A.B.0/24 block of loopback addresses")
+
+
+def port_from_log(service: Service, pattern: str, timeout: float, what: str) -> int:
+    """The port a server bound itself (it was started with port 0), read from its log line ``pattern``."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        match = re.search(pattern, service.own_output())
+        if match:
+            return int(match.group(1))
+        if not service.alive():
+            raise RuntimeError(f"{what} exited before it logged its port:\n{service.output()[-3000:]}")
+        time.sleep(0.1)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what} to log its port")
 
 
 class Service:
@@ -61,6 +104,7 @@ class Service:
         self.args = args
         self.log = log_dir / f"{name}.log"
         self._fh = self.log.open("a")
+        self.log_start = self._fh.tell()  # where this process's output begins in the (appended) log
         self.started = time.time()
         self.proc = subprocess.Popen(args, stdout=self._fh, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         self.seen: dict[int, psutil.Process] = {self.proc.pid: psutil.Process(self.proc.pid)}
@@ -77,6 +121,13 @@ class Service:
     def output(self) -> str:
         self._fh.flush()
         return self.log.read_text(errors="replace")
+
+    def own_output(self) -> str:
+        """The output of this process only, not of an earlier one that logged to the same file."""
+        self._fh.flush()
+        with self.log.open("rb") as fh:
+            fh.seek(self.log_start)
+            return fh.read().decode(errors="replace")
 
     def kill(self, sig: int = signal.SIGKILL) -> list[int]:
         """Signal the whole tree (snapshot first, so nothing escapes by reparenting); returns the PIDs."""
@@ -125,22 +176,25 @@ class S3Server:
     """``moto_server`` on a loopback port: a real S3 HTTP endpoint."""
 
     def __init__(self, root: Path, env: dict[str, str]) -> None:
-        self.port = free_port()
+        self.service = Service("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", "0"], root, env)
+        self.port = port_from_log(self.service, r"Running on http://127\.0\.0\.1:(\d+)", 30, "moto_server")
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.service = Service(
-            "moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)], root, env
-        )
         wait_for(lambda: http_ok(f"{self.endpoint}/moto-api/"), 30, "moto_server")
 
 
 class MlflowServer:
-    """``mlflow server`` (one worker) with a SQLite backend, proxying artifacts to S3; restartable on its port."""
+    """``mlflow server`` (one worker) with a SQLite backend, proxying artifacts to S3; restartable on its port.
+
+    The first start binds port 0 (the OS picks); a restart binds the port the first one got.
+    """
+
+    #: uvicorn (MLflow 3's default server) or gunicorn announcing the address it bound.
+    LISTENING = r"(?:Uvicorn running on|Listening at:) http://127\.0\.0\.1:(\d+)"
 
     def __init__(self, root: Path, env: dict[str, str], artifacts_destination: str) -> None:
         self.root = root
         self.env = env
-        self.port = free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
+        self.port = 0  # known once the first start has bound one
         self.backend = f"sqlite:///{root / 'mlflow.db'}"
         self.artifacts_destination = artifacts_destination
         self.service: Service | None = None
@@ -166,8 +220,26 @@ class MlflowServer:
         self.service = Service(f"mlflow-{len(self.starts)}", args, self.root, self.env, cwd=self.root)
         return self.wait_healthy() if wait else 0.0
 
+    @property
+    def uri(self) -> str:
+        assert self.port, "the MLflow server has not bound a port yet (call wait_healthy)"
+        return f"http://127.0.0.1:{self.port}"
+
     def wait_healthy(self) -> float:
-        wait_for(lambda: http_ok(f"{self.uri}/health"), 120, "the MLflow server", interval=0.5)
+        service = self.service
+        assert service is not None
+        began = time.time()
+        bound = port_from_log(service, self.LISTENING, 120, "the MLflow server")
+        assert self.port in (0, bound), f"restarted on port {bound}, not on its port {self.port}"
+        self.port = bound
+
+        wait_for(
+            lambda: not service.alive() or http_ok(f"{self.uri}/health"),
+            120 - (time.time() - began),
+            "the MLflow server",
+            interval=0.5,
+        )
+        assert service.alive(), f"the MLflow server exited:\n{service.output()[-3000:]}"
         self.starts.append(time.time() - self._began)
         return self.starts[-1]
 
@@ -178,13 +250,18 @@ class MlflowServer:
 
 
 class RayCluster:
-    """A head node and worker nodes, each a ``ray start --block`` with its own address and temp dir."""
+    """A head node and worker nodes, each a ``ray start --block`` with its own address and temp dir.
+
+    The nodes take addresses in a loopback block claimed for this cluster (head ``.2``, workers
+    ``.3`` on); the head's GCS binds port 0 and its port is read from the head's log.
+    """
 
     def __init__(self, root: Path, env: dict[str, str]) -> None:
         self.root = root
         self.env = env
-        self.port = free_port()
-        self.address = f"127.0.0.2:{self.port}"
+        self.prefix, self._claim = claim_loopback_block()
+        self.port = 0  # the GCS port, known once the head started
+        self.address = ""  # "head-ip:port", known once the head started
         self.nodes: dict[str, Service] = {}
         self.ip: dict[str, str] = {}
         self.ids: dict[str, str] = {}  # name -> Ray node id, kept after the node is killed
@@ -221,14 +298,20 @@ class RayCluster:
         self.ids[name] = str(self.node_id(name))
 
     def start_head(self) -> None:
-        args = ["--head", "--port", str(self.port), "--num-cpus", "0", "--include-dashboard=false"]
-        self._start("head", "127.0.0.2", args, dict(FAST_NODE_DEATH))
+        ip = f"{self.prefix}.2"
+        args = ["--head", "--port", "0", "--num-cpus", "0", "--include-dashboard=false"]
+        head = self._start("head", ip, args, dict(FAST_NODE_DEATH))
+        # "To add another node to this Ray cluster, run  ray start --address='IP:PORT'"
+        self.port = port_from_log(head, rf"--address='{re.escape(ip)}:(\d+)'", 120, "the Ray head")
+        self.address = f"{ip}:{self.port}"
         self._wait_started("head")
 
     def add_workers(self, workers: dict[str, dict[str, str]], num_cpus: int = 1) -> None:
         """Start worker nodes (name -> extra environment) in parallel; each gets a custom resource ``name``."""
+        assert self.address, "start the head first"
         for name, env in workers.items():
-            ip = f"127.0.0.{self._next_ip}"
+            assert name not in self.nodes, f"there already is a node {name}"
+            ip = f"{self.prefix}.{self._next_ip}"
             self._next_ip += 1
             args = [
                 "--address",
@@ -252,6 +335,10 @@ class RayCluster:
                         return match.group(1)
         return None
 
+    def live_workers(self) -> list[str]:
+        """The worker nodes (not the head) whose ``ray start`` still runs."""
+        return [name for name, service in self.nodes.items() if name != "head" and service.alive()]
+
     def name_of(self, node_id: str) -> str | None:
         return next((n for n, i in self.ids.items() if i == node_id), None)
 
@@ -262,13 +349,15 @@ class RayCluster:
     def stop(self) -> None:
         for name in reversed(list(self.nodes)):
             self.nodes[name].kill()
+        self._claim.close()
 
 
 class ConnectionWatch(threading.Thread):
     """Samples the sockets of every process of the stack; records any remote address off loopback.
 
     A sampler can miss a connection that opens and closes between two samples, so this
-    is evidence, not proof; the loopback proxy of tests/conftest.py is the actual guard.
+    is evidence, not proof; the closed loopback proxy every process of the stack gets
+    (``Stack.env``) is the actual guard. ``sampled`` holds every PID it looked at.
     """
 
     def __init__(self, processes: Any, interval: float = 0.5) -> None:
@@ -277,15 +366,22 @@ class ConnectionWatch(threading.Thread):
         self.interval = interval
         self.outside: set[str] = set()
         self.samples = 0
+        self.sampled: set[int] = set()
+        self.began = time.monotonic()
+        self.longest_gap_s = 0.0  # the longest time between the starts of two samples
         self.halt = threading.Event()
 
     def run(self) -> None:
+        last = self.began
         while not self.halt.wait(self.interval):
+            now = time.monotonic()
+            self.longest_gap_s, last = max(self.longest_gap_s, now - last), now
             for proc in self.processes():
                 with contextlib.suppress(psutil.Error):
                     for conn in proc.net_connections(kind="inet"):
                         if conn.raddr and not _is_loopback(conn.raddr.ip):
                             self.outside.add(f"{proc.pid} {proc.name()} -> {conn.raddr.ip}:{conn.raddr.port}")
+                    self.sampled.add(proc.pid)
             self.samples += 1
 
 
@@ -297,6 +393,15 @@ def _is_loopback(address: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- the whole stack
+
+
+#: HTTP(S) to a closed loopback port: what Ray's start-up probes of cloud metadata addresses meet
+#: (STACK-NOTES). The stack sets it for its own processes instead of relying on the test harness.
+CLOSED_PROXY = {
+    **{var: "http://127.0.0.1:9" for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")},
+    "no_proxy": "localhost,127.0.0.1,::1",
+    "NO_PROXY": "localhost,127.0.0.1,::1",
+}
 
 
 class Stack:
@@ -321,9 +426,8 @@ class Stack:
             "RAY_USAGE_STATS_ENABLED": "0",
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "HEMOTUNE_CACHE_DIR": str(self.driver_cache),
+            **CLOSED_PROXY,
         }
-        for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
-            assert self.env.get(var) == "http://127.0.0.1:9", "tests/conftest.py must set the loopback proxy"
         self.services: list[Service] = []  # drivers and other extra processes, watched like the stack
         self.timings: dict[str, float] = {}
         self.watch = ConnectionWatch(self.processes)
@@ -350,6 +454,14 @@ class Stack:
 
     def worker_env(self, name: str) -> dict[str, str]:
         return {"HEMOTUNE_CACHE_DIR": str(self.node_cache(name))}
+
+    def ensure_workers(self, count: int = 2) -> list[str]:
+        """Start new worker nodes until ``count`` are alive (an earlier test may have killed one)."""
+        first = sum(1 for name in self.ray.nodes if name != "head") + 1  # names are never reused
+        added = [f"node{first + i}" for i in range(count - len(self.ray.live_workers()))]
+        if added:
+            self.ray.add_workers({name: self.worker_env(name) for name in added})
+        return added
 
     def client(self) -> Any:
         import boto3

@@ -51,6 +51,10 @@ def test_cli_search_with_malformed_space_exits_2_fast_without_starting_ray(
         doc = base_doc(tmp_path)
         mutate(doc)
         path = write(tmp_path, doc)
+    # The same interpreter running nothing: its start-up is not hemotune's to spend, so it is taken off.
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-c", "pass"], check=True, timeout=60)
+    startup = time.monotonic() - start
     start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-c", CLI_PROBE, "search", str(path), "--results-dir", str(tmp_path / "results")],
@@ -60,7 +64,8 @@ def test_cli_search_with_malformed_space_exits_2_fast_without_starting_ray(
     )
     elapsed = time.monotonic() - start
     assert proc.returncode == 2, proc.stderr
-    assert elapsed < 5.0
+    # README: "fails in well under a second": importing hemotune, validating and exiting, beyond start-up.
+    assert elapsed - startup < 1.0, f"{elapsed:.2f}s, of which interpreter start-up {startup:.2f}s"
     assert str(path) in proc.stderr and key in proc.stderr
     assert "HEAVY=\n" in proc.stdout or proc.stdout.strip().endswith("HEAVY="), proc.stdout
     assert not (tmp_path / "results").exists()

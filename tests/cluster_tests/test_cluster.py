@@ -12,6 +12,11 @@ module had a socket to an address off loopback.
 Every after-state is checked the same way: each trial completed exactly once,
 epoch histories continuous, no run left RUNNING, every epoch Tune recorded is in
 MLflow.
+
+Any subset of the tests runs alone (``-k NAME``): each gets two live worker nodes
+(a node killed by an earlier test is replaced), the ``hemotune sync`` test shares
+the MLflow-outage search through a fixture, and the two tests that search what the
+module left behind run a small search first if no other test has.
 """
 
 from __future__ import annotations
@@ -34,10 +39,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 DATA_FILES = {"README": "synthetic curves need no data\n", "a/one.txt": "1\n" * 100, "b/two.bin": "2" * 5000}
 TIMINGS: dict[str, Any] = {}
 DRIVER_LOGS: list[Path] = []
+SEARCHES: list[str] = []  # searches of this module checked complete (assert_complete)
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
+def cluster() -> Iterator[Stack]:
+    """The module's stack, shared by every test (use ``stack`` in a test: it checks the workers first)."""
     began = time.time()
     stack = Stack()
     TIMINGS.update(stack.timings, stack_start_s=time.time() - began)
@@ -51,17 +58,27 @@ def stack() -> Iterator[Stack]:
         stack.remove()
 
 
-@pytest.fixture(scope="module")
-def data_uri(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> str:
+@pytest.fixture
+def stack(cluster: Stack) -> Stack:
+    """The shared stack with two live worker nodes, whatever an earlier test killed."""
+    cluster.ensure_workers(2)
+    return cluster
+
+
+def upload_synthetic_dataset(stack: Stack, local: Path, name: str) -> str:
     from hemotune.data.remote import upload_dataset
 
-    local = tmp_path_factory.mktemp("dataset")
-    for name, text in DATA_FILES.items():
-        (local / name).parent.mkdir(parents=True, exist_ok=True)
-        (local / name).write_text(text)
-    uri = f"s3://{stack.bucket}/datasets/synthetic"
+    for file_name, text in DATA_FILES.items():
+        (local / file_name).parent.mkdir(parents=True, exist_ok=True)
+        (local / file_name).write_text(text)
+    uri = f"s3://{stack.bucket}/datasets/{name}"
     assert upload_dataset(local, uri, client=stack.client()) == len(DATA_FILES)
     return uri
+
+
+@pytest.fixture(scope="module")
+def data_uri(cluster: Stack, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return upload_synthetic_dataset(cluster, tmp_path_factory.mktemp("dataset"), "synthetic")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -228,6 +245,7 @@ def assert_complete(
             int(r["epoch"]): r["val/score"] for r in rows
         }  # no metric lost: Tune's epochs are in MLflow
         assert {e: logged.get(e) for e in recorded} == pytest.approx(recorded), "MLflow and Tune disagree"
+    SEARCHES.append(name)
     return parent, children
 
 
@@ -235,11 +253,14 @@ def assert_complete(
 
 
 def test_submit_script_runs_a_search_spread_over_nodes_with_state_and_artifacts_in_s3(
-    stack: Stack, data_uri: str, tmp_path: Path
+    stack: Stack, tmp_path: Path
 ) -> None:
     """cluster/hemotune_submit.py (what `ray submit` runs) drives a search over the 3-node cluster."""
     name = "dist_spread"
     samples, epochs = 4, 3
+    # A dataset of its own: no other test of the module can have fetched it into a cache before.
+    data_uri = upload_synthetic_dataset(stack, tmp_path / "dataset", name)
+    workers = set(stack.ray.live_workers())
     space = space_file(tmp_path, name, data_uri, epochs=epochs, samples=samples)
     env = {
         "RAY_ADDRESS": stack.ray.address,
@@ -259,8 +280,8 @@ def test_submit_script_runs_a_search_spread_over_nodes_with_state_and_artifacts_
 
     parent, children = assert_complete(stack, name, samples=samples, epochs=epochs)
     nodes = {stack.ray.name_of(r.data.tags["hemotune.node_id"]) for r in children}
-    assert nodes == {"node1", "node2"}, nodes  # the CPU-less head runs no trial
-    assert {r.data.tags["hemotune.node_ip"] for r in children} == {"127.0.0.3", "127.0.0.4"}
+    assert len(workers) == 2 and nodes == workers, (nodes, workers)  # the CPU-less head runs no trial
+    assert {r.data.tags["hemotune.node_ip"] for r in children} == {stack.ray.ip[n] for n in workers}
     assert all(r.data.tags["hemotune.gpu_ids"] == "none" for r in children)
 
     prefix = experiment_prefix(stack, name)
@@ -292,9 +313,10 @@ def test_submit_script_runs_a_search_spread_over_nodes_with_state_and_artifacts_
     }
     assert max(per_node.values()) >= 2, per_node
     for cache in [stack.driver_cache, *(stack.node_cache(n) for n in nodes)]:
-        fetches = [json.loads(line) for line in (cache / "s3" / "fetch-log.jsonl").read_text().splitlines()]
+        log = (cache / "s3" / "fetch-log.jsonl").read_text().splitlines()
+        fetches = [f for f in map(json.loads, log) if f["uri"] == data_uri]  # the cache is the module's
         assert len(fetches) == 1, (cache, fetches)
-        assert fetches[0]["downloaded"] == len(DATA_FILES) and fetches[0]["uri"] == data_uri
+        assert fetches[0]["downloaded"] == len(DATA_FILES)
 
 
 def test_a_worker_node_lost_mid_trial_costs_one_trial_at_most_one_epoch(
@@ -330,9 +352,7 @@ def test_a_worker_node_lost_mid_trial_costs_one_trial_at_most_one_epoch(
         killed_at = time.time()
         stack.ray.kill_node(node)
         logged_before_loss = len(epoch_steps(stack.mlflow.uri, victim_run_id(stack, name, victim["trial"])))
-        stack.ray.add_workers(
-            {"node3": stack.worker_env("node3")}
-        )  # capacity back for the rest of the module
+        assert stack.ensure_workers(2), "the killed node should have been replaced"  # capacity back
         code = wait_driver(driver, 240)
         TIMINGS["node_loss_search_s"] = time.time() - killed_at
     finally:
@@ -426,14 +446,22 @@ def test_a_killed_driver_resumes_from_the_s3_experiment_state(
     assert json.loads(stack.read(f"{prefix}/hemotune_search.json"))["status"] == "finished"
 
 
-def test_trials_keep_training_while_the_mlflow_server_is_down(
-    stack: Stack, data_uri: str, tmp_path: Path
-) -> None:
-    """The MLflow server stopped mid-search and restarted on its port and backend: no epoch stalls, none is lost."""
-    name = "dist_mlflow_outage"
-    samples, epochs, seconds = 2, 18, 0.5
-    space = space_file(tmp_path, name, data_uri, epochs=epochs, samples=samples, seconds=seconds)
-    driver = start_driver(stack, name, search_args(stack, space, tmp_path), tmp_path)
+OUTAGE_SEARCH, OUTAGE_SAMPLES, OUTAGE_EPOCHS, OUTAGE_EPOCH_S = "dist_mlflow_outage", 2, 18, 0.5
+
+
+@pytest.fixture(scope="module")
+def outage_search(cluster: Stack, data_uri: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A search during which the MLflow server is stopped and restarted on its port and backend.
+
+    Module-scoped: the outage test checks it, and ``hemotune sync`` rebuilds its tree.
+    """
+    stack, name = cluster, OUTAGE_SEARCH
+    stack.ensure_workers(2)
+    tmp = tmp_path_factory.mktemp("outage")
+    space = space_file(
+        tmp, name, data_uri, epochs=OUTAGE_EPOCHS, samples=OUTAGE_SAMPLES, seconds=OUTAGE_EPOCH_S
+    )
+    driver = start_driver(stack, name, search_args(stack, space, tmp), tmp)
     try:
 
         def both_trials_logging() -> bool:
@@ -454,8 +482,17 @@ def test_trials_keep_training_while_the_mlflow_server_is_down(
         driver.kill()
     TIMINGS["mlflow_restart_s"] = round(restart_s, 1)
     TIMINGS["mlflow_outage_s"] = round(up_at - down_at, 1)
-    assert code == 0, driver.output()[-4000:]
-    assert_complete(stack, name, samples=samples, epochs=epochs)
+    return {"code": code, "output": driver.output(), "down_at": down_at, "up_at": up_at}
+
+
+def test_trials_keep_training_while_the_mlflow_server_is_down(
+    stack: Stack, outage_search: dict[str, Any]
+) -> None:
+    """The MLflow server stopped mid-search and restarted on its port and backend: no epoch stalls, none is lost."""
+    name, seconds = OUTAGE_SEARCH, OUTAGE_EPOCH_S
+    down_at, up_at = outage_search["down_at"], outage_search["up_at"]
+    assert outage_search["code"] == 0, outage_search["output"][-4000:]
+    assert_complete(stack, name, samples=OUTAGE_SAMPLES, epochs=OUTAGE_EPOCHS)
     rows = [r for trial in tune_results(stack, experiment_prefix(stack, name)).values() for r in trial]
     during = [r for r in rows if down_at + 1 < float(r["timestamp"]) < up_at - 1]
     assert len(during) >= 4, "the trials did not train while MLflow was down"
@@ -472,9 +509,12 @@ def test_trials_keep_training_while_the_mlflow_server_is_down(
     assert slowest < seconds + 2 * 10 + 1, f"an epoch took {slowest:.1f}s while MLflow was down"
 
 
-def test_hemotune_sync_rebuilds_the_mlflow_tree_from_tune_results_in_s3(stack: Stack, tmp_path: Path) -> None:
+def test_hemotune_sync_rebuilds_the_mlflow_tree_from_tune_results_in_s3(
+    stack: Stack, outage_search: dict[str, Any], tmp_path: Path
+) -> None:
     """`hemotune sync` re-creates missing child runs and epochs from Tune's results in S3 (after an outage at the end)."""
-    name = "dist_mlflow_outage"  # the search of the previous test
+    name = OUTAGE_SEARCH
+    assert outage_search["code"] == 0, outage_search["output"][-4000:]
     client = mlflow_client(stack.mlflow.uri)
     _, children = search_tree(stack.mlflow.uri, name)
     lost = children[0]
@@ -488,7 +528,7 @@ def test_hemotune_sync_rebuilds_the_mlflow_tree_from_tune_results_in_s3(stack: S
     code = wait_driver(sync, 120)
     assert code == 0, sync.output()[-3000:]
     assert re.search(r"(\d+) epochs filled in, 1 runs created", sync.output()), sync.output()[-2000:]
-    _, rebuilt = assert_complete(stack, name, samples=2, epochs=18)
+    _, rebuilt = assert_complete(stack, name, samples=OUTAGE_SAMPLES, epochs=OUTAGE_EPOCHS)
     recreated = next(
         r for r in rebuilt if r.data.tags["hemotune.trial_id"] == lost.data.tags["hemotune.trial_id"]
     )
@@ -496,11 +536,29 @@ def test_hemotune_sync_rebuilds_the_mlflow_tree_from_tune_results_in_s3(stack: S
     assert float(recreated.data.params["lr"]) == pytest.approx(float(lost.data.params["lr"]))
 
 
+@pytest.fixture(scope="module")
+def searched(cluster: Stack, data_uri: str, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The searches this module checked complete; a small one is run here if no test ran one."""
+    if not SEARCHES:
+        stack, name = cluster, "dist_probe"
+        stack.ensure_workers(2)
+        tmp = tmp_path_factory.mktemp("probe")
+        space = space_file(tmp, name, data_uri, epochs=2, samples=3)
+        driver = start_driver(stack, name, search_args(stack, space, tmp), tmp)
+        try:
+            code = wait_driver(driver, 240)
+        finally:
+            driver.kill()
+        assert code == 0, driver.output()[-4000:]
+        assert_complete(stack, name, samples=3, epochs=2)
+    return SEARCHES
+
+
 def _contains(data: bytes, needles: list[bytes]) -> list[bytes]:
     return [n for n in needles if n in data]
 
 
-def test_no_credential_appears_in_mlflow_s3_logs_or_output(stack: Stack) -> None:
+def test_no_credential_appears_in_mlflow_s3_logs_or_output(stack: Stack, searched: list[str]) -> None:
     """The fake AWS secret (and key id) planted in every process's environment is nowhere in what the searches left.
 
     Without ``storage.aws_credentials_out_of_environment`` this fails: Ray Tune copies the driver's
@@ -537,7 +595,24 @@ def test_no_credential_appears_in_mlflow_s3_logs_or_output(stack: Stack) -> None
     assert not hits, hits
 
 
-def test_nothing_talked_to_an_address_off_loopback(stack: Stack) -> None:
-    """Every socket of every process of the module (services, Ray nodes and workers, drivers) stayed on loopback."""
-    assert stack.watch.is_alive() and stack.watch.samples > 100, stack.watch.samples
-    assert not stack.watch.outside, sorted(stack.watch.outside)
+def test_nothing_talked_to_an_address_off_loopback(stack: Stack, searched: list[str]) -> None:
+    """Every socket of every process of the module (services, Ray nodes and workers, drivers) stayed on loopback.
+
+    The watch must have looked: since the stack started it took at least a quarter of the samples
+    its interval allows (a round over every process takes about as long as the interval), never
+    paused more than 5 s, and it sampled every driver and every node of the module while they lived.
+    """
+    watch = stack.watch
+    running_s = time.monotonic() - watch.began
+    TIMINGS.update(
+        watch_samples=watch.samples,
+        watch_samples_per_s=round(watch.samples / running_s, 2),
+        watch_longest_gap_s=round(watch.longest_gap_s, 2),
+    )
+    assert watch.is_alive() and watch.samples >= running_s / watch.interval / 4, (watch.samples, running_s)
+    assert watch.longest_gap_s < 5.0, f"the watch paused {watch.longest_gap_s:.1f}s"
+    assert searched and stack.services, "no search ran under the watch"
+    unseen = [s.name for s in stack.services if s.proc.pid not in watch.sampled]
+    unseen += [name for name, node in stack.ray.nodes.items() if node.proc.pid not in watch.sampled]
+    assert not unseen, f"never sampled: {unseen}"
+    assert not watch.outside, sorted(watch.outside)

@@ -224,6 +224,7 @@ def test_static_credentials_leave_the_environment_but_stay_usable(
     aws: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_SESSION_TOKEN", "unit-token")
+    aws.put_object(Bucket=BUCKET, Key="credentials-probe/object.txt", Body=b"probe")  # this test's own object
     with storage.aws_credentials_out_of_environment():
         assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} & set(os.environ)
         path = Path(os.environ["AWS_SHARED_CREDENTIALS_FILE"])
@@ -233,8 +234,10 @@ def test_static_credentials_leave_the_environment_but_stay_usable(
         assert BUCKET in [
             b["Name"] for b in remote.s3_client().list_buckets()["Buckets"]
         ]  # boto3 via the file
-        fs, fs_path = storage.filesystem(f"s3://{BUCKET}/results")
+        fs, fs_path = storage.filesystem(f"s3://{BUCKET}/credentials-probe")
         assert fs.get_file_info(fs_path).type.name == "Directory"  # pyarrow via the file
+        with fs.open_input_stream(f"{fs_path}/object.txt") as stream:
+            assert stream.read() == b"probe"
     assert (
         os.environ["AWS_SECRET_ACCESS_KEY"] == "unit-secret"
         and os.environ["AWS_SESSION_TOKEN"] == "unit-token"
