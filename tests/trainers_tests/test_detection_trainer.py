@@ -204,6 +204,8 @@ def test_weights_missing_on_disk_fail_at_once_without_download(
         trainer.fit(
             {"model": "yolo11n.pt", "data": str(tmp_path), "epochs": 1}, _no_report, _context(tmp_path)
         )
+    # warm by construction: the weights check runs in train() before anything is imported (no
+    # Ultralytics, no torch), so this bounds hemotune's own check, not a cold import
     assert time.monotonic() - start < 5
     assert not list(tmp_path.rglob("*.pt"))
     assert trainer.validate({"model": "weights/missing.pt"}, []) and "not found on disk" in model_problem(
