@@ -22,11 +22,37 @@ from typing import Any
 import pytest
 
 from hemotune.errors import TrialConfigurationError
-from hemotune.trainers import TrialContext
+from hemotune.trainers import TrialContext, get_trainer
 from hemotune.trainers.yolo_detection import YoloDetectionTrainer
 from hemotune.trainers.yolo_detection import run as run_module
 
 pytestmark = pytest.mark.slow
+
+BCCD_CLASSES = ["RBC", "WBC", "Platelets"]
+
+
+@pytest.fixture(scope="module")
+def trainer() -> YoloDetectionTrainer:
+    found = get_trainer("yolo_detection")
+    assert isinstance(found, YoloDetectionTrainer)
+    return found
+
+
+@pytest.fixture(scope="module")
+def tiny_bccd(bccd_dir: Path, cache_dir: Path) -> str:
+    """12 train and 6 val BCCD images, converted once (the same cache entry as test_detection_trainer.py's)."""
+    prepared = get_trainer("yolo_detection").prepare_data(
+        {
+            "path": str(bccd_dir),
+            "format": "voc",
+            "classes": BCCD_CLASSES,
+            "max_train_images": 12,
+            "max_val_images": 6,
+        },
+        {},
+        cache_dir,
+    )
+    return str(prepared.path)
 
 
 class Reports:

@@ -66,6 +66,13 @@ EPOCH_METRICS = (
 )
 
 
+@pytest.fixture(scope="module")
+def trainer() -> YoloDetectionTrainer:
+    found = get_trainer("yolo_detection")
+    assert isinstance(found, YoloDetectionTrainer)
+    return found
+
+
 # ----------------------------------------------------------------------------- resolve: pure arithmetic
 
 
@@ -583,6 +590,23 @@ def _no_report(
 
 def _context(workdir: Path, resume_from: Path | None = None) -> TrialContext:
     return TrialContext(workdir=workdir, resume_from=resume_from, device="cpu", seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_bccd(bccd_dir: Path, cache_dir: Path) -> str:
+    """12 train and 6 val BCCD images, converted once."""
+    prepared = get_trainer("yolo_detection").prepare_data(
+        {
+            "path": str(bccd_dir),
+            "format": "voc",
+            "classes": BCCD_CLASSES,
+            "max_train_images": 12,
+            "max_val_images": 6,
+        },
+        {},
+        cache_dir,
+    )
+    return str(prepared.path)
 
 
 def _tiny_params(data: str, **overrides: Any) -> dict[str, Any]:
