@@ -1,0 +1,185 @@
+"""``hemotune search``: what to search, where to run it, and the ranking it ends with."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hemotune.cli import common
+from hemotune.cli.common import EXIT_INTERRUPTED, EXIT_OK
+from hemotune.errors import UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.console import Console
+
+    from hemotune.config import RunSettings, SearchSpace
+    from hemotune.tuning import SearchOutcome
+
+
+def add_parser(sub: Any) -> None:
+    """``hemotune search``: what to search and where to run it."""
+    search = sub.add_parser("search", help="run a search (locally or on a Ray cluster)")
+    search.add_argument(
+        "space", metavar="NAME_OR_FILE", help="a search-space name (see `hemotune spaces list`) or YAML file"
+    )
+    search.add_argument(
+        "--preset", help="apply a preset of the space, e.g. smoke (tiny budget for a quick check)"
+    )
+    search.add_argument("--data", help="dataset folder or s3://bucket/prefix (overrides dataset.path)")
+    search.add_argument(
+        "--results-dir",
+        default="hemotune_results",
+        help="where Ray Tune keeps experiments: a folder or s3://bucket/prefix (default: ./hemotune_results)",
+    )
+    search.add_argument(
+        "--local-dir",
+        help="local folder for the embedded MLflow store and exported best model "
+        "(default: --results-dir when it is a folder, else ./hemotune_results)",
+    )
+    search.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI, e.g. http://127.0.0.1:5000 (default: embedded SQLite store in the local folder)",
+    )
+    search.add_argument("--mlflow-experiment", help="MLflow experiment name (default: the search name)")
+    search.add_argument(
+        "--address",
+        help="Ray cluster address to join, e.g. 10.0.0.5:6379 or auto (default: start a local Ray)",
+    )
+    search.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (default: all)")
+    search.add_argument("--num-samples", type=int, help="number of trials (overrides budget.num_samples)")
+    search.add_argument(
+        "--max-concurrent", type=int, help="trials at a time (overrides budget.max_concurrent)"
+    )
+    search.add_argument(
+        "--resume", action="store_true", help="continue the most recent interrupted run of this search"
+    )
+    search.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any key of the space, e.g. --set fixed.imgsz=320 --set budget.epochs=30 (repeatable)",
+    )
+    search.add_argument("--no-progress", action="store_true", help="no live progress display")
+    search.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show tracebacks and trial logs",
+    )
+
+
+def _space_name(name_or_file: str) -> str:
+    """The ``name`` a space file declares (else its file name): what ``--resume`` looks for.
+
+    A bare name that is no space file (a search started from a file elsewhere) is the search name.
+    """
+    from hemotune.spaces import find_space_file, read_space_file
+
+    try:
+        path = find_space_file(name_or_file)
+    except UsageError:
+        if Path(name_or_file).suffix in (".yaml", ".yml") or os.sep in name_or_file:
+            raise
+        return name_or_file
+    raw, _ = read_space_file(path)
+    name = raw.get("name") if isinstance(raw, dict) else None
+    return str(name or path.stem)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """``hemotune search``: run (or resume) a search and print its ranking."""
+    from hemotune.tuning import run_search
+    from hemotune.tuning.search import resume_command
+
+    console = common.console()
+    space = _search_space(args, console)
+    b = space.budget
+    console.print(
+        f"[bold]{space.name}[/] ({space.trainer}{', preset ' + space.preset if space.preset else ''}): "
+        f"{b.num_samples} trials x {b.epochs} epochs, {b.max_concurrent} at a time, "
+        f"ASHA grace {b.grace_period} / reduction {b.reduction_factor:g}; objective {space.objective.metric} "
+        f"({space.objective.mode}); {space.resources.cpu:g} CPU + {space.resources.gpu:g} GPU per trial"
+    )
+    outcome = run_search(space, _run_settings(args), announce=lambda message: console.print(message))
+    _print_outcome(console, outcome, space)
+    if outcome.interrupted:
+        console.print(
+            f"[yellow]search interrupted[/]: continue with `{resume_command(space.name, args.results_dir)}`",
+            soft_wrap=True,  # a command to copy: never broken across lines
+        )
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _search_space(args: argparse.Namespace, console: Console) -> SearchSpace:
+    """The space to search: the stored one of the search to resume, else the named file with overlays."""
+    from hemotune.spaces import load_space
+
+    if args.resume:
+        from hemotune.tuning import load_resumable_space
+
+        space, path = load_resumable_space(args.results_dir, _space_name(args.space))
+        console.print(f"resuming [bold]{path}[/] with the space it was started with")
+        return space
+    return load_space(
+        args.space,
+        preset=args.preset,
+        sets=args.sets,
+        data=args.data,
+        num_samples=args.num_samples,
+        max_concurrent=args.max_concurrent,
+    )
+
+
+def _run_settings(args: argparse.Namespace) -> RunSettings:
+    """Where and how the search runs, from the command line."""
+    from hemotune.config import RunSettings
+    from hemotune.tuning.state import local_dir
+
+    return RunSettings(
+        results_dir=args.results_dir,
+        tracking_uri=args.tracking_uri,
+        address=args.address,
+        resume=args.resume,
+        # --local-dir, else --results-dir when it is a folder, else ./hemotune_results
+        local_dir=Path(args.local_dir).expanduser().resolve()
+        if args.local_dir
+        else local_dir(args.results_dir, Path("hemotune_results").resolve()),
+        mlflow_experiment=args.mlflow_experiment,
+        show_progress=not args.no_progress,
+        show_trial_logs=args.verbose,
+        num_cpus=args.num_cpus,
+    )
+
+
+def _print_outcome(console: Console, outcome: SearchOutcome, space: SearchSpace) -> None:
+    """The ranking table, the best trial, failures and where to look in MLflow."""
+    from hemotune.reports import format_value, ranking_table
+
+    console.print(ranking_table(outcome.ranking, space))
+    if outcome.best is not None:
+        best = outcome.best
+        params = ", ".join(f"{k}={format_value(v)}" for k, v in best.params.items())
+        console.print(
+            f"[bold green]best[/]: trial {best.trial_id}, {space.objective.metric} = {best.best_value:.4f} "
+            f"at epoch {best.best_epoch}: {params}"
+        )
+        if outcome.best_dir is not None:
+            console.print(f"best weights and config: {outcome.best_dir} (best_config.yaml)")
+    else:
+        console.print("[yellow]no trial reported a finite objective[/]")
+    if outcome.num_failed:
+        console.print(
+            f"[red]{outcome.num_failed} trial(s) failed[/] (see the table and MLflow tag hemotune.error)"
+        )
+    ui_uri = outcome.tracking_uri
+    console.print(
+        f"mlflow: parent run {outcome.parent_run_id}; view with: mlflow ui --backend-store-uri {ui_uri}"
+        if ui_uri.startswith("sqlite")
+        else f"mlflow: parent run {outcome.parent_run_id} at {ui_uri}"
+    )
