@@ -16,7 +16,11 @@ by the head's setup commands in cluster.yaml):
   head's private address, because trials on worker nodes log to it too).
 * ``RAY_ADDRESS``: the cluster to join (default ``auto``: the cluster on this node).
 
-No credentials are read or passed here: every node uses its own AWS credential
+* ``HEMOTUNE_MLFLOW_CREDENTIALS``: the 0600 file with the MLflow server's user and password
+  (``~/.hemotune/mlflow-credentials``, written on every node by cluster.yaml); hemotune
+  reads it, and hands trials its path, never the password.
+
+No AWS credentials are read or passed here: every node uses its own AWS credential
 chain (on EC2, the instance profile).
 """
 
@@ -84,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[:1] == ["--"]:
         args = args[1:]
     env = {**read_env_file(ENV_FILE), **os.environ}
-    for key in ("HEMOTUNE_RESULTS_DIR", "HEMOTUNE_TRACKING_URI", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"):
+    keys = ("HEMOTUNE_RESULTS_DIR", "HEMOTUNE_TRACKING_URI", "HEMOTUNE_MLFLOW_CREDENTIALS")
+    for key in (*keys, "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"):
         if key in env:
             os.environ.setdefault(key, env[key])
     command = build_argv(args, env)

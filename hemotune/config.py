@@ -26,6 +26,9 @@ class Distribution:
     log: bool = False
     step: float | None = None
     choices: tuple[Any, ...] | None = None
+    #: ``when:`` conditions, ``((parent, allowed values), ...)``: the parameter exists in a trial
+    #: only where every parent took one of its allowed values (``hemotune.spaces.conditions``).
+    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         """A categorical parameter needs choices; a float or int one needs both bounds."""
@@ -57,15 +60,23 @@ class Distribution:
             return math.isclose(steps, round(steps), abs_tol=1e-9)
         return True
 
+    def is_active(self, values: Mapping[str, Any]) -> bool:
+        """Whether this parameter exists in a trial whose other values are ``values``."""
+        return all(parent in values and values[parent] in allowed for parent, allowed in self.when)
+
     def as_dict(self) -> dict[str, Any]:
         """The search-space file form: ``{type, low, high[, log][, step]}`` or ``{type, choices}``."""
+        out: dict[str, Any]
         if self.type == "categorical":
-            return {"type": "categorical", "choices": list(self.choices or ())}
-        out: dict[str, Any] = {"type": self.type, "low": self.low, "high": self.high}
-        if self.log:
-            out["log"] = True
-        if self.step is not None:
-            out["step"] = self.step
+            out = {"type": "categorical", "choices": list(self.choices or ())}
+        else:
+            out = {"type": self.type, "low": self.low, "high": self.high}
+            if self.log:
+                out["log"] = True
+            if self.step is not None:
+                out["step"] = self.step
+        if self.when:
+            out["when"] = {parent: list(allowed) for parent, allowed in self.when}
         return out
 
 
@@ -88,6 +99,8 @@ class Budget:
     reduction_factor: float
     max_failures: int = 1
     time_budget_s: float | None = None
+    #: End the search once a trial's objective reaches this value (``hemotune.tuning.schedulers``).
+    target: float | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +124,74 @@ class DatasetConfig:
         return {"path": self.path, "format": self.format, **dict(self.options)}
 
 
+#: The Tune config key naming a grid trial's arm (its point); never a trainer parameter.
+ARM_KEY = "hemotune_arm"
+
+
+@dataclass(frozen=True)
+class GridArm:
+    """One point of a grid search: its name (or index) and the values it sets."""
+
+    name: str
+    values: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """The ``search:`` section: which Optuna sampler and Tune scheduler drive the search.
+
+    ``grid_arms`` are the grid's points (explicit, or enumerated from the space);
+    ``grid_points`` keeps the file's own form (``None``: enumerated) for round trips.
+    """
+
+    sampler: str = "tpe"
+    sampler_options: Mapping[str, Any] = field(default_factory=dict)
+    scheduler: str = "asha"
+    scheduler_options: Mapping[str, Any] = field(default_factory=dict)
+    grid_arms: tuple[GridArm, ...] = ()
+    grid_points: Any = None
+    grid_repeats: int = 1
+
+    def as_dict(self) -> dict[str, Any]:
+        """The section as written in a search-space file."""
+        out: dict[str, Any] = {
+            "sampler": self.sampler,
+            "sampler_options": dict(self.sampler_options),
+            "scheduler": self.scheduler,
+            "scheduler_options": dict(self.scheduler_options),
+        }
+        if self.sampler == "grid":
+            grid: dict[str, Any] = {"repeats": self.grid_repeats}
+            if self.grid_points is not None:
+                grid["points"] = self.grid_points
+            out["grid"] = grid
+        return out
+
+
+@dataclass(frozen=True)
+class AblationSettings:
+    """The ``ablation:`` section: which grid arms are the baseline, the two factors and both together.
+
+    A 2x2 ablation over a grid search's named points; at the search's end
+    ``hemotune.evidence.analyse_ablation`` reports each arm's change and the synergy.
+    """
+
+    baseline: str
+    factors: tuple[str, str]
+    combined: str
+    metrics: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "baseline": self.baseline,
+            "factors": list(self.factors),
+            "combined": self.combined,
+        }
+        if self.metrics:
+            out["metrics"] = list(self.metrics)
+        return out
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """A validated search: everything the tuning layer needs, nothing about where it runs."""
@@ -130,6 +211,8 @@ class SearchSpace:
     points_to_evaluate: tuple[Mapping[str, Any], ...] = ()
     preset: str | None = None
     overrides: tuple[str, ...] = ()
+    search: SearchSettings = field(default_factory=SearchSettings)
+    ablation: AblationSettings | None = None
 
     def trial_params(self, sampled: Mapping[str, Any]) -> dict[str, Any]:
         """The full parameter set of one trial: fixed values, sampled values, budget epochs, seed."""
@@ -156,6 +239,8 @@ class SearchSpace:
             "resources": asdict(self.resources),
             "seed": self.seed,
             "points_to_evaluate": [dict(p) for p in self.points_to_evaluate],
+            "search": self.search.as_dict(),
+            **({"ablation": self.ablation.as_dict()} if self.ablation is not None else {}),
         }
 
 
@@ -191,3 +276,5 @@ class RunSettings:
     show_progress: bool = True
     show_trial_logs: bool = False
     num_cpus: int | None = None
+    #: ``--resource-timeout``: seconds to wait for a cluster node that can hold a trial (None: the default).
+    resource_timeout_s: float | None = None

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hemotune import storage
-from hemotune.config import SearchSpace
+from hemotune.config import ARM_KEY, SearchSpace
 from hemotune.metrics import finite_metrics, is_finite_number
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ def read_trials(experiment_path: str, space: SearchSpace) -> list[TrialRecord]:
     """Every trial of the Tune experiment at ``experiment_path`` (a folder or ``s3://`` URI)."""
     fs, root = storage.filesystem(experiment_path)
     state = json.loads(storage.read_fs_text(fs, _newest_state_file(fs, root, experiment_path)) or "{}")
-    names = {p.name for p in space.parameters}
+    names = {p.name for p in space.parameters} | {ARM_KEY, "seed"}  # a grid trial's arm and seed
     records = []
     for trial_json, metadata_json in state.get("trial_data", []):
         trial, metadata = json.loads(trial_json), json.loads(metadata_json)

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from mlflow_services import BasicAuth, Postgres
 
 BIN = Path(sys.executable).parent
 #: Ray notices a dead node after about 3 s instead of about 30 s (set on the head: the GCS reads it).
@@ -191,11 +192,19 @@ class MlflowServer:
     #: uvicorn (MLflow 3's default server) or gunicorn announcing the address it bound.
     LISTENING = r"(?:Uvicorn running on|Listening at:) http://127\.0\.0\.1:(\d+)"
 
-    def __init__(self, root: Path, env: dict[str, str], artifacts_destination: str) -> None:
+    def __init__(
+        self,
+        root: Path,
+        env: dict[str, str],
+        artifacts_destination: str,
+        backend: str | None = None,
+        auth: BasicAuth | None = None,
+    ) -> None:
         self.root = root
-        self.env = env
+        self.auth = auth  # MLflow's basic-auth app (tests/mlflow_services.py), None: no authentication
+        self.env = {**env, **(auth.server_env() if auth else {})}
         self.port = 0  # known once the first start has bound one
-        self.backend = f"sqlite:///{root / 'mlflow.db'}"
+        self.backend = backend or f"sqlite:///{root / 'mlflow.db'}"
         self.artifacts_destination = artifacts_destination
         self.service: Service | None = None
         self.starts: list[float] = []  # seconds each start took to become healthy
@@ -216,6 +225,7 @@ class MlflowServer:
             str(self.port),
             "--workers",
             "1",
+            *(["--app-name", "basic-auth"] if self.auth else []),
         ]
         self.service = Service(f"mlflow-{len(self.starts)}", args, self.root, self.env, cwd=self.root)
         return self.wait_healthy() if wait else 0.0
@@ -240,6 +250,8 @@ class MlflowServer:
             interval=0.5,
         )
         assert service.alive(), f"the MLflow server exited:\n{service.output()[-3000:]}"
+        if self.auth:
+            self.auth.create_user(self.uri)
         self.starts.append(time.time() - self._began)
         return self.starts[-1]
 
@@ -405,11 +417,19 @@ CLOSED_PROXY = {
 
 
 class Stack:
-    """S3 + MLflow server + Ray cluster with two worker nodes; every credential a recognisable fake."""
+    """S3 + MLflow server + Ray cluster with two worker nodes; every credential a recognisable fake.
+
+    ``production`` (the default): the MLflow server is the one cluster/cluster.yaml offers for
+    production, a PostgreSQL backend store (and auth store) behind MLflow's basic-auth app.
+    Drivers get the ``hemotune`` user's credentials file (``driver_env``), the Ray nodes nothing:
+    trials on them find the file through the path the driver hands Ray. ``production=False``: a
+    SQLite store without authentication (cluster.yaml's zero-setup default).
+    """
 
     bucket = "hemotune-it"
 
-    def __init__(self) -> None:
+    def __init__(self, production: bool = True) -> None:
+        self.production = production
         # Short root: Ray's unix socket paths under it must stay below 108 characters.
         self.root = Path(tempfile.mkdtemp(prefix="ht-", dir="/tmp"))
         self.secret = f"hemotune-FAKE-SECRET-{secrets.token_hex(8)}"
@@ -444,7 +464,19 @@ class Stack:
         self.env.update(AWS_ENDPOINT_URL=self.s3.endpoint, MLFLOW_S3_ENDPOINT_URL=self.s3.endpoint)
         self.client().create_bucket(Bucket=self.bucket)
         self.timings["s3_start_s"] = time.time() - began
-        self.mlflow = MlflowServer(self.root, self.env, f"s3://{self.bucket}/mlflow")  # starts meanwhile
+        self.postgres: Postgres | None = None
+        self.auth: BasicAuth | None = None
+        backend, server_env = None, dict(self.env)
+        if self.production:
+            began = time.time()
+            self.postgres = Postgres(("mlflow", "mlflow_auth"))
+            self.timings["postgres_start_s"] = time.time() - began
+            self.auth = BasicAuth(self.root, database_uri=self.postgres.uri("mlflow_auth"))
+            backend = self.postgres.uri("mlflow")
+            server_env.update(self.postgres.client_env())  # the database password: the server's only
+        self.mlflow = MlflowServer(  # starts meanwhile
+            self.root, server_env, f"s3://{self.bucket}/mlflow", backend=backend, auth=self.auth
+        )
         began = time.time()
         self.ray = RayCluster(self.root / "ray", self.env)
         self.ray.start_head()
@@ -489,7 +521,25 @@ class Stack:
                 services.append(service)
         ray = getattr(self, "ray", None)
         services += list(ray.nodes.values()) if ray is not None else []
-        return [p for service in services for p in service.snapshot()]
+        return [p for service in services for p in service.snapshot()] + self._postgres_processes()
+
+    def _postgres_processes(self) -> list[psutil.Process]:
+        proc = getattr(getattr(self, "postgres", None), "proc", None)
+        if proc is None:
+            return []
+        with contextlib.suppress(psutil.NoSuchProcess):
+            return [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        return []
+
+    def driver_env(self) -> dict[str, str]:
+        """What a driver needs beyond ``env`` to reach the MLflow server: the credentials file's path."""
+        return self.auth.client_env() if self.auth else {}
+
+    def secrets(self) -> list[bytes]:
+        """Every fake secret of the stack: AWS, the MLflow users' and the database's passwords."""
+        found = [self.secret.encode(), self.key_id.encode()]
+        found += self.auth.secrets() if self.auth else []
+        return found + ([self.postgres.password.encode()] if self.postgres else [])
 
     def node_cache(self, name: str) -> Path:
         return self.root / f"cache-{name}"
@@ -498,7 +548,7 @@ class Stack:
         self.watch.halt.set()
         for service in self.services:
             service.kill()
-        for part in ("ray", "mlflow", "s3"):
+        for part in ("ray", "mlflow", "postgres", "s3"):
             obj = getattr(self, part, None)
             if obj is None:
                 continue
@@ -510,6 +560,8 @@ class Stack:
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+        if getattr(self, "postgres", None) is not None:
+            self.postgres.remove()  # type: ignore[union-attr]
 
 
 @contextlib.contextmanager

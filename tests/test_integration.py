@@ -1,6 +1,6 @@
 """End to end: the shipped search spaces, real data, real Ray + Optuna + MLflow + trainers.
 
-Each test runs a 2-trial x 2-epoch search of a shipped space (its smoke preset, shrunk
+Each test runs a 2-trial x 2-epoch search of a shipped space (its plumbing preset, shrunk
 further) and checks what a user would check in the MLflow UI: one parent run, one
 nested child run per trial with its sampled params, a finite per-epoch history of the
 objective, the trial's best weights and (classification) confusion matrices.
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 
 def _run(tmp_path: Path, name: str, data: Path, sets: list[str]) -> tuple[SearchOutcome, Any]:
-    space = load_space(name, preset="smoke", data=str(data), num_samples=2, max_concurrent=2, sets=sets)
+    space = load_space(name, preset="plumbing", data=str(data), num_samples=2, max_concurrent=2, sets=sets)
     settings = RunSettings(
         results_dir=str(tmp_path / "results"), local_dir=tmp_path / "results", num_cpus=2, show_progress=False
     )
@@ -136,7 +136,7 @@ def test_a_search_exports_the_weights_of_its_best_epoch_by_a_non_default_objecti
     sets = ["dataset.max_images_per_class=8", "objective.metric=val/loss", "objective.mode=min"]
     space = load_space(
         "pbc_class_weights",
-        preset="smoke",
+        preset="plumbing",
         data=str(pbc8_dir),
         num_samples=1,
         max_concurrent=1,

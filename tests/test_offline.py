@@ -373,9 +373,11 @@ def test_the_readme_detection_smoke_search_stays_on_loopback(tmp_path: Path, bcc
     shrink = [
         "budget.num_samples=1",
         "budget.epochs=1",
+        "budget.grace_period=1",  # the smoke preset's ASHA rung is at epoch 5
         "dataset.max_train_images=16",  # 4 micro-batches of 4: accumulate_steps 4 is not capped
         "dataset.max_val_images=8",
         "fixed.imgsz=64",
+        "fixed.batch=4",
     ]
     argv = [str(HEMOTUNE), "search", "bcd_loss_weights", "--preset", "smoke", "--data", str(bccd_dir)]
     argv += [arg for value in shrink for arg in ("--set", value)]

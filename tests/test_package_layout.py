@@ -31,14 +31,15 @@ RANKS = {
     "data": 4,
     "trainers": 5,
     "results": 5,
+    "evidence": 5,
     "testing": 6,
     "spaces": 6,
     "tracking": 6,
-    "reports": 6,
-    "tuning": 7,
-    "cli": 8,
-    "__init__": 8,
-    "__main__": 9,
+    "reports": 7,
+    "tuning": 8,
+    "cli": 9,
+    "__init__": 9,
+    "__main__": 10,
 }
 #: Third-party packages only one part of hemotune may import.
 OWNERS = {"mlflow": {"tracking"}, "ray": {"tuning"}}

@@ -27,9 +27,12 @@ COMMANDS = {
     "spaces": "spaces:cmd_spaces",
     "trainers": "spaces:cmd_trainers",
     "sync": "sync:cmd_sync",
+    "report": "report:cmd_report",
+    "best": "best:cmd_best",
+    "evaluate": "evaluate:cmd_evaluate",
 }
 #: The modules that add parsers, in the order ``hemotune --help`` lists them.
-PARSERS = ("search", "spaces", "sync")
+PARSERS = ("search", "spaces", "sync", "report", "best", "evaluate")
 
 
 class _Parser(argparse.ArgumentParser):

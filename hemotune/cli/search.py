@@ -48,6 +48,13 @@ def add_parser(sub: Any) -> None:
         help="Ray cluster address to join, e.g. 10.0.0.5:6379 or auto (default: start a local Ray)",
     )
     search.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (default: all)")
+    search.add_argument(
+        "--resource-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="on a cluster, how long to wait for a node that can hold a trial before exiting "
+        "(default: 900 where an autoscaler node type could; a trial no node could ever hold fails at once)",
+    )
     search.add_argument("--num-samples", type=int, help="number of trials (overrides budget.num_samples)")
     search.add_argument(
         "--max-concurrent", type=int, help="trials at a time (overrides budget.max_concurrent)"
@@ -98,15 +105,12 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     console = common.console()
     space = _search_space(args, console)
-    b = space.budget
-    console.print(
-        f"[bold]{space.name}[/] ({space.trainer}{', preset ' + space.preset if space.preset else ''}): "
-        f"{b.num_samples} trials x {b.epochs} epochs, {b.max_concurrent} at a time, "
-        f"ASHA grace {b.grace_period} / reduction {b.reduction_factor:g}; objective {space.objective.metric} "
-        f"({space.objective.mode}); {space.resources.cpu:g} CPU + {space.resources.gpu:g} GPU per trial"
-    )
-    outcome = run_search(space, _run_settings(args), announce=lambda message: console.print(message))
+    for line in header_lines(space):
+        console.print(line)
+    settings = _run_settings(args)
+    outcome = run_search(space, settings, announce=lambda message: console.print(message))
     _print_outcome(console, outcome, space)
+    _print_ablation(console, outcome, settings)
     if outcome.interrupted:
         console.print(
             f"[yellow]search interrupted[/]: continue with `{resume_command(space.name, args.results_dir)}`",
@@ -114,6 +118,20 @@ def cmd_search(args: argparse.Namespace) -> int:
         )
         return EXIT_INTERRUPTED
     return EXIT_OK
+
+
+def header_lines(space: SearchSpace) -> list[str]:
+    """The search's header: what runs and how much, in two lines that fit a 100-column terminal."""
+    b = space.budget
+    preset = f", preset {space.preset}" if space.preset else ""
+    scheduler = getattr(getattr(space, "search", None), "scheduler", "asha")
+    rungs = f"; ASHA grace {b.grace_period} / reduction {b.reduction_factor:g}" if scheduler == "asha" else ""
+    return [
+        f"[bold]{space.name}[/] ({space.trainer}{preset}): "
+        f"{b.num_samples} trials x {b.epochs} epochs, {b.max_concurrent} at a time",
+        f"  objective {space.objective.metric} ({space.objective.mode}); "
+        f"{space.resources.cpu:g} CPU + {space.resources.gpu:g} GPU per trial{rungs}",
+    ]
 
 
 def _search_space(args: argparse.Namespace, console: Console) -> SearchSpace:
@@ -138,22 +156,12 @@ def _search_space(args: argparse.Namespace, console: Console) -> SearchSpace:
 
 def _run_settings(args: argparse.Namespace) -> RunSettings:
     """Where and how the search runs, from the command line."""
-    from hemotune.config import RunSettings
-    from hemotune.tuning.state import local_dir
-
-    return RunSettings(
-        results_dir=args.results_dir,
-        tracking_uri=args.tracking_uri,
-        address=args.address,
-        resume=args.resume,
-        # --local-dir, else --results-dir when it is a folder, else ./hemotune_results
-        local_dir=Path(args.local_dir).expanduser().resolve()
-        if args.local_dir
-        else local_dir(args.results_dir, Path("hemotune_results").resolve()),
+    return common.run_settings(
+        args,
         mlflow_experiment=args.mlflow_experiment,
         show_progress=not args.no_progress,
         show_trial_logs=args.verbose,
-        num_cpus=args.num_cpus,
+        resource_timeout_s=args.resource_timeout,
     )
 
 
@@ -171,6 +179,9 @@ def _print_outcome(console: Console, outcome: SearchOutcome, space: SearchSpace)
         )
         if outcome.best_dir is not None:
             console.print(f"best weights and config: {outcome.best_dir} (best_config.yaml)")
+            page = outcome.best_dir.parent / "report.html"  # the end-of-search report (docs/report.md)
+            if page.is_file():
+                console.print(f"report: {page} (one file, opens offline; also on the parent run)")
     else:
         console.print("[yellow]no trial reported a finite objective[/]")
     if outcome.num_failed:
@@ -183,3 +194,16 @@ def _print_outcome(console: Console, outcome: SearchOutcome, space: SearchSpace)
         if ui_uri.startswith("sqlite")
         else f"mlflow: parent run {outcome.parent_run_id} at {ui_uri}"
     )
+
+
+def _print_ablation(console: Console, outcome: SearchOutcome, settings: RunSettings) -> None:
+    """An ablation search's summary (``ablation.md``, written at its end), when it has one."""
+    from hemotune.tuning.state import local_dir
+
+    path = outcome.experiment_path
+    summary = local_dir(path, settings.local_dir / Path(path).name) / "ablation.md"
+    if summary.exists():
+        console.print(summary.read_text(), markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            f"ablation summary: {summary} and {summary.with_suffix('.json')} (also on the parent run)"
+        )

@@ -70,3 +70,21 @@ class DataReport:
         out = folder / "data_report.json"
         out.write_text(json.dumps(self.to_dict(), indent=2))
         return out
+
+
+def problems_line(report_path: Path | None, kinds: int = 3) -> str:
+    """One terminal line: how many problems preparing the data found and what was done about them.
+
+    The full list goes to the data report (and MLflow); the terminal says that there is one to
+    read, with the most frequent kinds first.
+    """
+    if report_path is None or not Path(report_path).is_file():
+        return "data problems: not checked (this trainer writes no data report)"
+    summary: dict[str, int] = json.loads(Path(report_path).read_text()).get("summary", {})
+    if not summary:
+        return "data problems: none found"
+    ranked = sorted(summary.items(), key=lambda item: (-item[1], item[0]))
+    shown = ", ".join(f"{count} {kind}" for kind, count in ranked[:kinds])
+    more = f", {len(ranked) - kinds} more kinds" if len(ranked) > kinds else ""
+    total = sum(summary.values())
+    return f"data problems: {total} found and handled ({shown}{more}); see data/data_report.md in MLflow"

@@ -16,11 +16,11 @@ from hemotune.spaces.checker import Checker, is_number
 if TYPE_CHECKING:  # pragma: no cover
     from hemotune.trainers.base import ParamSpec
 
-#: The keys each distribution type may hold.
+#: The keys each distribution type may hold (``when`` is checked by ``hemotune.spaces.conditions``).
 DISTRIBUTION_KEYS = {
-    "float": {"type", "low", "high", "log", "step"},
-    "int": {"type", "low", "high", "log", "step"},
-    "categorical": {"type", "choices"},
+    "float": {"type", "low", "high", "log", "step", "when"},
+    "int": {"type", "low", "high", "log", "step", "when"},
+    "categorical": {"type", "choices", "when"},
 }
 
 

@@ -26,10 +26,13 @@ TOP_LEVEL_KEYS = (
     "resources",
     "seed",
     "points_to_evaluate",
+    "search",
+    "ablation",
     "presets",
 )
 #: The sections a preset may override: never the trainer, the objective or the name.
-PRESET_KEYS = ("dataset", "fixed", "parameters", "budget", "resources", "seed", "points_to_evaluate")
+_PRESET_SECTIONS = ("dataset", "fixed", "parameters", "budget", "resources", "seed")
+PRESET_KEYS = (*_PRESET_SECTIONS, "points_to_evaluate", "search")
 #: Built-in presets; a file's ``presets.<name>`` is merged over these.
 BUILTIN_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {

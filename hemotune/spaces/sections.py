@@ -27,6 +27,7 @@ BUDGET_KEYS = (
     "reduction_factor",
     "max_failures",
     "time_budget_s",
+    "target",
 )
 #: Parameters hemotune fills in itself; a space sets them elsewhere.
 RESERVED_PARAMS = {
@@ -135,6 +136,7 @@ def check_budget(check: Checker, raw: Mapping[str, Any]) -> Budget:
         reduction_factor=check.number(section, "reduction_factor", "budget", 3, minimum=1, exclusive=True),
         max_failures=check.number(section, "max_failures", "budget", 1, integer=True, minimum=0),
         time_budget_s=check.number(section, "time_budget_s", "budget", None, minimum=0, exclusive=True),
+        target=check.number(section, "target", "budget", None),
     )
 
 

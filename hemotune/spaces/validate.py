@@ -6,6 +6,7 @@ every problem is reported at once, each naming the file and the key.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -13,8 +14,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from hemotune.config import SearchSpace
 from hemotune.errors import SpaceValidationError
+from hemotune.spaces.ablation import check_ablation
 from hemotune.spaces.checker import Checker
+from hemotune.spaces.conditions import check_conditions, drop_inactive_points
 from hemotune.spaces.overlays import TOP_LEVEL_KEYS
+from hemotune.spaces.search_section import check_search
 from hemotune.spaces.sections import (
     check_budget,
     check_dataset,
@@ -79,13 +83,17 @@ def validate_space(
     objective = check_objective(check, raw, trainer)
     dataset = check_dataset(check, raw, trainer, check_data=check_data)
     fixed = check_fixed(check, raw, trainer)
-    parameters = check_parameters(check, raw, trainer, fixed)
+    parameters = check_conditions(check, raw, check_parameters(check, raw, trainer, fixed))
     for problem in trainer.validate(fixed, [dist.name for dist in parameters]):
         check.add("fixed", problem)
     budget = check_budget(check, raw)
     resources = check_resources(check, raw)
     seed = check_seed(check, raw)
-    points = check_points(check, raw, parameters)
+    points = drop_inactive_points(parameters, check_points(check, raw, parameters))
+    search = check_search(check, raw, parameters, budget)
+    if search.sampler == "grid":  # a grid runs exactly its points x repeats
+        budget = dataclasses.replace(budget, num_samples=max(1, len(search.grid_arms) * search.grid_repeats))
+    ablation = check_ablation(check, raw, search, objective, trainer)
     if not isinstance(raw.get("presets") or {}, Mapping):
         check.add("presets", "must be a mapping of preset name -> overrides")
     check.raise_if_any()
@@ -105,4 +113,6 @@ def validate_space(
         points_to_evaluate=tuple(points),
         preset=preset,
         overrides=tuple(overrides),
+        search=search,
+        ablation=ablation,
     )

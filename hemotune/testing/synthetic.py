@@ -16,21 +16,27 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import signal
 import time
 from collections.abc import Collection, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from hemotune.data.prepared import PreparedData
-from hemotune.errors import DataError
+from hemotune.errors import DataError, UsageError
 from hemotune.metrics import best_key
 from hemotune.trainers.base import COMMON_PARAMS, Metrics, ParamSpec, Report, Trainer, TrialContext
 
+#: Resolved parameter values, as trainers receive them.
+Values = Mapping[str, Any]
 STATE_FILE = "state.json"
 #: The one optimizer table: name -> factor on the plateau.
 OPTIMIZER_FACTOR = {"SGD": 1.0, "Adam": 0.95, "AdamW": 0.97}
 DEFAULT_OBJECTIVE = "val/score"
+#: The best epoch's "weights" (a JSON file), where the real trainers keep ``best.pt``.
+WEIGHTS = Path("weights") / "best.pt"
 
 
 class SyntheticCurvesTrainer(Trainer):
@@ -50,6 +56,11 @@ class SyntheticCurvesTrainer(Trainer):
         "seconds_per_epoch": ParamSpec(
             "float", "sleep per epoch, to make trials overlap", low=0.0, searchable=False
         ),
+        "seed_noise": ParamSpec(
+            "float",
+            "standard deviation of a per-seed shift of the whole curve (0: seeds do nothing)",
+            low=0.0,
+        ),
         "fail_at_epoch": ParamSpec("int", "raise an error at this epoch (0: never)", low=0),
         "crash_at_epoch": ParamSpec(
             "int",
@@ -66,6 +77,8 @@ class SyntheticCurvesTrainer(Trainer):
         "expect_files": ParamSpec("int", "minimum number of files the folder must hold", low=0)
     }
     metrics = ("val/score", "train/loss")
+    #: Images of the synthetic test split (``prepare_test_data``).
+    test_images = 200
     dataset_formats = ("auto", "any")
 
     def prepare_data(
@@ -84,6 +97,42 @@ class SyntheticCurvesTrainer(Trainer):
             path=path, fingerprint=fingerprint_tree(path), source=str(path), summary={"files": len(files)}
         )
 
+    def prepare_test_data(
+        self, dataset: Mapping[str, Any], test_path: str | None, params: Mapping[str, Any], cache_dir: Path
+    ) -> PreparedData | None:
+        """``test_path`` (any existing file or folder; its files are not read) or the dataset's ``test/``."""
+        candidate = Path(test_path) if test_path else Path(str(dataset["path"])) / "test"
+        if not candidate.exists():
+            if test_path:
+                raise DataError(f"test set does not exist: {candidate}")
+            return None
+        prepared = self.prepare_data({"path": str(candidate)}, params, cache_dir)
+        return replace(prepared, summary={**prepared.summary, "test_images": self.test_images})
+
+    def evaluate_details(
+        self, weights: Path, data: PreparedData, split: str, resolved: Values, context: TrialContext
+    ) -> dict[str, Any]:
+        """Deterministic, seed-dependent test metrics of the best epoch's score ``p`` (val: ``p`` itself).
+
+        Image ``i`` is right when ``u < p`` with ``u`` uniform, drawn from ``(seed, i)`` only:
+        the same seed gives every configuration the same draws (a paired design, as real
+        seeds give the same data order), another seed other draws. ``test/score`` is the
+        share of images right (so it is near ``p``), ``test/loss`` the mean ``|u - p|``.
+        """
+        if split not in ("val", "test"):
+            raise UsageError(f"dataset {data.source} has no {split} split; it has: val, test")
+        p = float(json.loads(Path(weights).read_text())["score"])
+        if split == "val":  # the split training scored: its logged best, reproduced
+            return {"metrics": {"val/score": p}, "split": split}
+        seed = int(resolved.get("seed", context.seed))
+        draws = [random.Random(f"{seed}:{i}").random() for i in range(self.test_images)]
+        per_image = {f"image_{i:04d}": float(u < p) for i, u in enumerate(draws)}
+        metrics = {
+            f"{split}/score": sum(per_image.values()) / len(draws),
+            f"{split}/loss": sum(abs(u - p) for u in draws) / len(draws),
+        }
+        return {"metrics": metrics, "per_image": per_image, "images": len(draws), "split": split}
+
     def validate(self, fixed: Mapping[str, Any], searched: Collection[str]) -> list[str]:
         if fixed.get("crash_at_epoch") and not fixed.get("crash_marker_dir"):
             return ["crash_at_epoch needs crash_marker_dir (where the once-only marker is written)"]
@@ -97,7 +146,10 @@ class SyntheticCurvesTrainer(Trainer):
         rate = float(params.get("rate", 0.5))
         peak = math.exp(-((math.log10(lr) - math.log10(best_lr)) ** 2) / 2.0)
         peak *= OPTIMIZER_FACTOR[str(params.get("optimizer", "SGD"))]
-        return plateau * peak * (1.0 - math.exp(-rate * epoch))
+        shift = float(params.get("seed_noise", 0.0)) * random.Random(int(params.get("seed", 0))).gauss(
+            0.0, 1.0
+        )
+        return plateau * peak * (1.0 - math.exp(-rate * epoch)) + shift
 
     def train(self, resolved: Mapping[str, Any], report: Report, context: TrialContext) -> Metrics:
         """One point of the curve per epoch; the best epoch by the objective gets ``weights/best.json``."""
@@ -119,7 +171,8 @@ class SyntheticCurvesTrainer(Trainer):
             (ckpt_dir / STATE_FILE).write_text(json.dumps({"epoch": epoch, "best": best.state()}))
             artifacts = {}
             if improved:
-                weights = context.workdir / "best_weights.json"
+                weights = context.workdir / WEIGHTS
+                weights.parent.mkdir(parents=True, exist_ok=True)
                 weights.write_text(json.dumps({"epoch": epoch, "score": value}))
                 artifacts["weights/best.json"] = weights
             report(metrics, checkpoint=ckpt_dir, artifacts=artifacts)

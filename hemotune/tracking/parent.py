@@ -26,6 +26,8 @@ from hemotune.config import RunSettings, SearchSpace
 from hemotune.metrics import best_key
 from hemotune.tracking.client import client_for, ensure_experiment, resolve_tracking_uri, retry, short_error
 from hemotune.tracking.runs import (
+    TAG_BEST_RUN,
+    TAG_BEST_TRIAL,
     TAG_DATASET,
     TAG_EXPERIMENT,
     TAG_OUTCOME,
@@ -140,7 +142,7 @@ class SearchTracking:
 
     def record_best(self, best: RankedTrial, objective: str) -> None:
         """Tag the parent run with the best trial and log its best epoch's metrics."""
-        self.set_tags({"hemotune.best_trial_id": best.trial_id, "hemotune.best_run_id": best.run_id or ""})
+        self.set_tags({TAG_BEST_TRIAL: best.trial_id, TAG_BEST_RUN: best.run_id or ""})
         self.log_metrics({best_key(objective): best.best_value, **best.best_metrics})
 
     def record_ranking(self, markdown: str, *, finished: bool) -> None:

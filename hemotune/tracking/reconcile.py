@@ -20,6 +20,7 @@ from hemotune.results import TrialRecord, best_row, epoch_metrics
 from hemotune.tracking.client import client_for, fail_fast_http
 from hemotune.tracking.runs import (
     TAG_ERROR,
+    TAG_EXPERIMENT,
     TAG_OUTCOME,
     TAG_TRIAL_ID,
     child_runs,
@@ -117,11 +118,18 @@ def _close(client: Any, run_id: str, record: TrialRecord, report: ReconcileRepor
 
 
 def _retire_orphans(client: Any, info: TrialRunInfo, known: set[str]) -> list[str]:
-    """Delete the child runs of trials Ray Tune does not know (closed and tagged first)."""
+    """Delete the child runs of trials Ray Tune does not know (closed and tagged first).
+
+    Only runs of this Tune experiment: the parent also holds the runs of ``hemotune evaluate``'s
+    own experiments, which a search's reconciliation must leave alone (and the other way round).
+    """
     retired = []
     for run in child_runs(client, info.experiment_id, info.parent_run_id):
         trial_id = run.data.tags.get(TAG_TRIAL_ID)
-        if trial_id in known:
+        if (
+            trial_id in known
+            or run.data.tags.get(TAG_EXPERIMENT, info.tune_experiment) != info.tune_experiment
+        ):
             continue
         client.set_tag(run.info.run_id, TAG_OUTCOME, "orphaned: unknown to Ray Tune after a driver restart")
         if run.info.status == "RUNNING":

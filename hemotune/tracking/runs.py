@@ -28,6 +28,9 @@ TAG_OUTCOME = "hemotune.outcome"
 TAG_ERROR = "hemotune.error"
 #: On a KILLED parent run: the command that continues the search.
 TAG_RESUME = "hemotune.resume"
+#: On a parent run: the best trial (by the objective) and its child run.
+TAG_BEST_TRIAL = "hemotune.best_trial_id"
+TAG_BEST_RUN = "hemotune.best_run_id"
 _MAX_PARAM_LEN = 6000
 #: MLflow accepts at most 100 params and 1000 metrics per ``log_batch`` request.
 _PARAMS_PER_BATCH = 100
@@ -104,7 +107,7 @@ def create_child_run(client: Any, info: TrialRunInfo, trial_id: str, trial_name:
         run_name=trial_name,
         tags={
             PARENT_TAG: info.parent_run_id,
-            TAG_ROLE: "trial",
+            TAG_ROLE: info.role,
             TAG_TRIAL_ID: trial_id,
             TAG_SEARCH: info.search_name,
             TAG_EXPERIMENT: info.tune_experiment,

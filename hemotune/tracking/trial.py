@@ -47,6 +47,8 @@ class TrialRunInfo:
     search_name: str
     tune_experiment: str
     dataset_hash: str
+    #: ``hemotune.role`` of the child runs: ``trial`` (a search's), ``evaluation`` (``hemotune evaluate``'s).
+    role: str = "trial"
 
 
 @dataclass

@@ -8,6 +8,8 @@ then ``train(resolved, report, context)``, which calls ``report`` after every
 epoch so a scheduler (ASHA) can stop it; ``fit(params, report)`` does both, for
 running a trainer by hand. The best epoch and ``weights/best.pt`` follow the
 search objective named in the ``TrialContext`` (see ``hemotune.trainers.best``).
+``evaluate`` scores weights on a ``val`` or ``test`` split under the val metrics'
+names, and ``prepare_test_data`` finds that test split (docs/evaluation.md, "Test splits").
 
 Trainer modules must not import torch, ultralytics or timm at module level:
 the registry imports them to validate search spaces, and that must stay cheap.
@@ -23,9 +25,12 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from hemotune.data.prepared import PreparedData  # re-exported: trainers build it in prepare_data
+from hemotune.errors import UsageError
 from hemotune.trainers.best import MODES, BestEpoch
 
 Metrics = dict[str, float]
+#: A parameter set as ``resolve`` returns it (what ``train`` and ``evaluate`` receive).
+Resolved = Mapping[str, Any]
 
 #: The kinds a parameter may have, as written in YAML. ``list`` and ``mapping`` are for
 #: structured options (class lists, class maps); subclasses of ``ParamSpec`` refine their checks.
@@ -240,6 +245,35 @@ class Trainer(ABC):
         Returns summary metrics, among them ``best/<objective>`` (``hemotune.metrics.best_key``)
         for the objective in use.
         """
+
+    def evaluate(
+        self, weights: Path, data: PreparedData, split: str, resolved: Resolved, context: TrialContext
+    ) -> Metrics:
+        """Metrics of ``weights`` on split ``val`` or ``test`` of ``data``, keyed ``<split>/<name>``.
+
+        The names mirror the ``val/`` metrics training reports, so a run's
+        ``weights/best.pt`` evaluated on its val split reproduces its logged best.
+        Details that are not scalars (confusion matrix, the classes averaged over)
+        are in ``evaluate_details`` and in ``<context.workdir>/evaluation/<split>.json``.
+        A split ``data`` does not have is a ``UsageError`` naming the dataset.
+        """
+        return dict(self.evaluate_details(weights, data, split, resolved, context)["metrics"])
+
+    def evaluate_details(
+        self, weights: Path, data: PreparedData, split: str, resolved: Resolved, context: TrialContext
+    ) -> dict[str, Any]:
+        """One evaluation: ``{"metrics": <what evaluate returns>, ...}`` plus the trainer's non-scalar details."""
+        raise UsageError(f"trainer {self.name!r} cannot evaluate weights")
+
+    def prepare_test_data(
+        self, dataset: Mapping[str, Any], test_path: str | None, params: Mapping[str, Any], cache_dir: Path
+    ) -> PreparedData | None:
+        """The data whose ``test`` split is ``test_path`` (any supported format), else the dataset's own test.
+
+        ``None`` when neither exists. Classes are matched by name to the training
+        classes; one missing from the test set is in ``summary["missing_classes"]``.
+        """
+        raise UsageError(f"trainer {self.name!r} has no test-split support")
 
     def fit(self, params: Mapping[str, Any], report: Report, context: TrialContext | None = None) -> Metrics:
         """Resolve ``params`` (seed: ``params["seed"]``, else the context's) and train them."""

@@ -20,22 +20,33 @@ from pathlib import Path
 from typing import Any
 
 from hemotune import storage
-from hemotune.config import RunSettings, SearchSpace
+from hemotune.config import ARM_KEY, RunSettings, SearchSpace
 from hemotune.data.prepared import PreparedData
+from hemotune.data.report import problems_line
 from hemotune.errors import UsageError
 from hemotune.offline import apply_offline_env
-from hemotune.reports import ranking_markdown, write_best_config
-from hemotune.results import RankedTrial, TrialRecord, rank_trials, read_trials
-from hemotune.tracking import ReconcileReport, SearchTracking, TrialRunInfo, open_search_tracking, reconcile
+from hemotune.reports import ranking_markdown, report_after_search, write_best_config
+from hemotune.results import RankedTrial, TrialRecord, best_row, rank_trials, read_trials
+from hemotune.spaces.conditions import inactive_names
+from hemotune.tracking import (
+    ReconcileReport,
+    SearchTracking,
+    TrialRunInfo,
+    check_tracking_access,
+    open_search_tracking,
+    reconcile,
+)
 from hemotune.trainers import get_trainer
 from hemotune.tuning import state as search_state
+from hemotune.tuning.ablation import summarize_ablation
 from hemotune.tuning.driver import (
     describe,
     driver_record,
     refuse_resume_beside_live_driver,
     refuse_sync_unless_driver_gone,
 )
-from hemotune.tuning.session import ray_session
+from hemotune.tuning.samplers import dashboard_command, describe_search, journal_path, target_reached
+from hemotune.tuning.session import ray_session, refuse_unplaceable_local_trial
 from hemotune.tuning.trial import TrialJob
 from hemotune.tuning.tuner import DEFAULT_STATE_PERIOD_S, build_tuner, restore_tuner
 
@@ -79,9 +90,12 @@ def run_search(
     # shows its own progress instead.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     storage_root = storage.normalize_storage(settings.results_dir)
+    refuse_unplaceable_local_trial(space.resources, settings)  # a trial larger than this machine: exit 2 now
     tune_experiment, experiment_path, state = _experiment(space, settings, storage_root)
+    check_tracking_access(settings.tracking_uri or (state or {}).get("tracking_uri"))  # 401 -> exit 2 now
     prepared = _prepare(space, settings)  # before Ray starts: bad data fails fast
     say(f"data: {prepared.path} (fingerprint {prepared.fingerprint[:12]}) {_summary_line(prepared)}")
+    say(problems_line(prepared.report_path))  # the data report's gist (the full report goes to MLflow)
     if state is not None and state["dataset_hash"] != prepared.fingerprint:
         raise UsageError(
             f"the dataset changed since {tune_experiment} started "
@@ -95,17 +109,21 @@ def run_search(
     search_state.write_state(experiment_path, state)
     say(f"mlflow: {tracking.tracking_uri} parent run {tracking.parent_run_id}")
     say(f"ray tune: {experiment_path}{' (resuming)' if settings.resume else ''}")
+    journal = journal_path(experiment_path, settings.local_dir / Path(experiment_path).name)
+    say(f"search: {describe_search(space)}")
+    if space.parameters:
+        say(f"live study: {dashboard_command(journal)}")
     info = _trial_run_info(space, tracking, tune_experiment, prepared.fingerprint)
     job = _trial_job(space, settings, prepared, info)
     status = "FAILED"
     try:
         # Ray Tune would copy AWS_* credentials from this environment into every trial's runtime_env.
-        with storage.aws_credentials_out_of_environment(), ray_session(settings):
+        with storage.aws_credentials_out_of_environment(), ray_session(settings, space.resources, say):
             if settings.resume:
                 tuner = restore_tuner(space, job, experiment_path)
             else:
                 callbacks = _progress_callbacks(space, tracking, settings)
-                tuner = build_tuner(space, job, storage_root, tune_experiment, callbacks)
+                tuner = build_tuner(space, job, storage_root, tune_experiment, callbacks, journal)
             tuner.fit()
         outcome = _finish(space, settings, tracking, info, experiment_path, tune_experiment)
         status = "KILLED" if outcome.interrupted else "FINISHED"
@@ -182,6 +200,7 @@ def _trial_job(
         objective=space.objective.metric,
         mode=space.objective.mode,
         num_workers=max(0, int(space.resources.cpu) - 1),
+        conditional=tuple(p.name for p in space.parameters if p.when),
     )
 
 
@@ -201,7 +220,15 @@ def _is_finished(records: list[TrialRecord], space: SearchSpace) -> bool:
     """Every trial ended and the budget is spent (all samples, or a time budget that ran out)."""
     if any(r.status not in ("TERMINATED", "ERROR") for r in records):
         return False
+    if target_reached(space, [_best_value(r, space) for r in records]):
+        return True  # budget.target ended it
     return space.budget.time_budget_s is not None or len(records) >= space.budget.num_samples
+
+
+def _best_value(record: TrialRecord, space: SearchSpace) -> float | None:
+    """A trial's best objective value (``None`` when it reported none)."""
+    row = best_row(record.history, space.objective.metric, space.objective.mode)
+    return None if row is None else float(row[space.objective.metric])
 
 
 def resolve_trials(space: SearchSpace, records: list[TrialRecord]) -> dict[str, dict[str, Any]]:
@@ -211,7 +238,14 @@ def resolve_trials(space: SearchSpace, records: list[TrialRecord]) -> dict[str, 
     logs these as the child run's params and the best trial's go to best_config.yaml.
     """
     trainer = get_trainer(space.trainer)
-    return {r.trial_id: trainer.resolve(space.trial_params(r.config)) for r in records}
+    return {r.trial_id: logged_params(space, trainer, r.config) for r in records}
+
+
+def logged_params(space: SearchSpace, trainer: Any, config: Mapping[str, Any]) -> dict[str, Any]:
+    """What a trial's child run holds as params: its resolved values, minus inactive conditionals and the arm."""
+    sampled = {k: v for k, v in config.items() if k != ARM_KEY}
+    inactive = inactive_names([p.name for p in space.parameters if p.when], sampled)
+    return {k: v for k, v in trainer.resolve(space.trial_params(sampled)).items() if k not in inactive}
 
 
 def _reconcile_experiment(
@@ -254,6 +288,8 @@ def _finish(
     local_dir.mkdir(parents=True, exist_ok=True)
     (local_dir / "ranking.md").write_text(markdown)
     tracking.record_ranking(markdown, finished=finished)
+    report_after_search(space, experiment_path, local_dir, tracking, search_state.read_state(experiment_path))
+    summarize_ablation(space, records, local_dir, tracking)  # ablation.json/.md of an `ablation:` grid
     return SearchOutcome(
         name=space.name,
         tune_experiment=tune_experiment,
@@ -297,6 +333,7 @@ def sync_search(name: str, settings: RunSettings, *, force: bool = False) -> dic
     """
     space, experiment_path = search_state.load_resumable_space(settings.results_dir, name)
     state = search_state.read_state(experiment_path) or {}
+    check_tracking_access(settings.tracking_uri or state.get("tracking_uri"))
     driver_gone = state.get("status") == "running"
     if driver_gone and not force:
         refuse_sync_unless_driver_gone(state, experiment_path)

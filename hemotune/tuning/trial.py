@@ -18,10 +18,13 @@ from typing import Any
 import yaml
 
 from hemotune import storage
+from hemotune.config import ARM_KEY
 from hemotune.offline import apply_offline_env
-from hemotune.tracking import TrialRun, TrialRunInfo
+from hemotune.spaces.conditions import inactive_names
+from hemotune.tracking import TrialRun, TrialRunInfo, use_credentials
 from hemotune.tracking.runs import TAG_ERROR
 from hemotune.trainers import Trainer, TrialContext
+from hemotune.tuning.evaluate_trial import TestJob, evaluate_trained
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,11 @@ class TrialJob:
     mode: str
     #: Data-loader worker processes per trial: the trial's CPUs minus the one that trains.
     num_workers: int = 0
+    #: Searched parameters with a ``when:`` condition: absent from a trial's config, they are
+    #: inactive there and not logged as MLflow params (the trainer's default applies).
+    conditional: tuple[str, ...] = ()
+    #: ``hemotune evaluate``'s trials: after training, evaluate the best weights on this test split.
+    test: TestJob | None = None
 
 
 def run_trial(config: dict[str, Any], job: TrialJob) -> None:
@@ -52,11 +60,14 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
     # An unreachable MLflow server must not block training: fail fast, buffer, retry later.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    use_credentials()  # from this node's environment or the credentials file the driver named
     from ray import tune
 
     context = tune.get_context()
     trial_id = context.get_trial_id()
     trainer = job.trainer_class()
+    config = dict(config)
+    arm = config.pop(ARM_KEY, None)  # a grid trial's point: a tag, not a trainer parameter
     params = {**job.fixed, **config, "data": _ensure_data(job, trainer)}
     workdir = Path(os.getcwd()) / "work"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -64,8 +75,9 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
         job.tracking, trial_id=trial_id, trial_name=context.get_trial_name(), stash_dir=workdir / "pending"
     )
     resolved = trainer.resolve(params)
-    run.log_params(resolved)
-    run.set_tags(_placement_tags())
+    inactive = inactive_names(job.conditional, config)
+    run.log_params({k: v for k, v in resolved.items() if k not in inactive})
+    run.set_tags({**_placement_tags(), **({"hemotune.arm": arm} if arm is not None else {})})
     config_file = workdir / "resolved.yaml"
     config_file.write_text(yaml.safe_dump(_plain(resolved), sort_keys=False))
     run.log_artifacts({"config/resolved.yaml": config_file})
@@ -83,6 +95,8 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
                 mode=job.mode,
             )
             summary = trainer.train(resolved, _reporter(run), trial_context)
+            if job.test is not None:  # `hemotune evaluate`: the best weights on the test split too
+                summary = {**summary, **evaluate_trained(trainer, job.test, resolved, trial_context, run)}
     except Exception as exc:
         run.set_tags({TAG_ERROR: f"{type(exc).__name__}: {exc}"})
         run.finish("FAILED", wait_s=10)

@@ -3,7 +3,8 @@
 Three configuration roles, as in Ray Tune: *what* to search (the Optuna space
 from ``hemotune.spaces.optuna_space``), *how* to search (``TuneConfig``: seeded
 multivariate TPE through ``OptunaSearch``, ASHA on the objective, samples,
-concurrency) and *how to run* (``RunConfig``: experiment name, storage,
+concurrency; the ``search:`` section picks others, ``hemotune.tuning.samplers`` and
+``hemotune.tuning.schedulers``) and *how to run* (``RunConfig``: experiment name, storage,
 checkpoints, retries, callbacks).
 
 OptunaSearch builds its study with no pruner, so only the ASHA scheduler stops
@@ -13,12 +14,11 @@ trials, and only because every trainer reports after every epoch.
 from __future__ import annotations
 
 import os
-import warnings
+from pathlib import Path
 from typing import Any
 
 from hemotune import storage
 from hemotune.config import SearchSpace
-from hemotune.spaces import optuna_space
 from hemotune.tuning.trial import TrialJob, run_trial
 
 #: How often Ray Tune saves experiment state (seconds); short so a killed driver loses little.
@@ -31,22 +31,30 @@ CHECKPOINTS_KEPT = 2
 
 
 def build_tuner(
-    space: SearchSpace, job: TrialJob, storage_path: str, experiment: str, callbacks: list[Any]
+    space: SearchSpace,
+    job: TrialJob,
+    storage_path: str,
+    experiment: str,
+    callbacks: list[Any],
+    journal: Path | None = None,
 ) -> Any:
-    """A new ``Tuner`` for ``space``: experiment ``experiment`` under ``storage_path``."""
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
+    """A new ``Tuner`` for ``space``: experiment ``experiment`` under ``storage_path``.
 
-    scheduler = ASHAScheduler(
-        time_attr="epoch",
-        max_t=space.budget.epochs,
-        grace_period=space.budget.grace_period,
-        reduction_factor=space.budget.reduction_factor,
-    )
+    ``journal``: the file holding the searcher's Optuna study (``None``: in memory).
+    """
+    from ray import tune
+
+    from hemotune.tuning.schedulers import build_scheduler
+
+    scheduler = build_scheduler(space)
     tune_config = tune.TuneConfig(
         metric=space.objective.metric,
         mode=space.objective.mode,
-        search_alg=_searcher(space),
+        # No searched parameter (a space with every value fixed, e.g. `hemotune best --export`): nothing
+        # for Optuna to sample (OptunaSearch refuses an empty space); Tune's default runs the fixed config.
+        search_alg=_searcher(space, journal, remote=storage.is_uri(storage_path))
+        if space.parameters
+        else None,
         scheduler=scheduler,
         num_samples=space.budget.num_samples,
         max_concurrent_trials=space.budget.max_concurrent,
@@ -80,23 +88,11 @@ def restore_tuner(space: SearchSpace, job: TrialJob, experiment_path: str) -> An
     )
 
 
-def _searcher(space: SearchSpace) -> Any:
-    """Seeded multivariate TPE, with the space's known points evaluated first."""
-    import optuna
+def _searcher(space: SearchSpace, journal: Path | None, *, remote: bool) -> Any:
+    """The space's seeded sampler in an OptunaSearch that survives resuming, known points first."""
+    from hemotune.tuning.samplers import build_searcher
 
-    from hemotune.tuning.searcher import ResumableOptunaSearch
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = optuna.samplers.TPESampler(seed=space.seed, multivariate=True)
-    return ResumableOptunaSearch(  # OptunaSearch that survives resuming from an S3 snapshot
-        space=optuna_space(space),
-        metric=space.objective.metric,
-        mode=space.objective.mode,
-        points_to_evaluate=[dict(p) for p in space.points_to_evaluate] or None,
-        sampler=sampler,
-    )
+    return build_searcher(space, journal, remote=remote)
 
 
 def _trial_name(trial: Any) -> str:
@@ -115,8 +111,10 @@ def trainable(space: SearchSpace, job: TrialJob) -> Any:
 
 
 def _run_config(space: SearchSpace, storage_path: str, experiment: str, callbacks: list[Any]) -> Any:
-    """How to run: name and storage, checkpoints kept, retries, state syncing, callbacks."""
+    """How to run: name and storage, checkpoints kept, retries, state syncing, callbacks, target."""
     from ray import tune
+
+    from hemotune.tuning.schedulers import target_stopper
 
     tune_path, filesystem = storage.tune_storage(storage_path)
     return tune.RunConfig(
@@ -131,5 +129,6 @@ def _run_config(space: SearchSpace, storage_path: str, experiment: str, callback
             sync_period=int(os.environ.get("TUNE_GLOBAL_CHECKPOINT_S", DEFAULT_STATE_PERIOD_S))
         ),
         callbacks=callbacks,
+        stop=target_stopper(space),
         verbose=0,
     )

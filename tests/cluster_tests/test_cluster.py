@@ -3,10 +3,14 @@
 One module-scoped stack (see ``cluster_stack.py``): a head node with no CPUs (it
 only coordinates, like the head of cluster/cluster.yaml) and two 1-CPU worker
 nodes, each with its own temp dir, address and hemotune cache; ``mlflow server
---workers 1`` with a SQLite backend proxying artifacts to S3; ``moto_server`` as
-the S3 endpoint. Tune's storage, the dataset and MLflow's artifacts are all in
-the bucket. AWS credentials are recognisable fakes, and a final test searches
-everything the searches produced for them; another checks that no process of the
+--workers 1 --app-name basic-auth`` with a PostgreSQL backend store (a real
+``postgres`` on loopback), proxying artifacts to S3 (cluster/cluster.yaml's
+production option); ``moto_server`` as the S3 endpoint. Drivers log in from a 0600
+credentials file; the Ray nodes are given no credentials, so trials on them log in
+through the file path the driver hands Ray. Tune's storage, the dataset and MLflow's
+artifacts are all in the bucket. AWS credentials and the MLflow and database
+passwords are recognisable fakes, and a final test searches everything the
+searches produced for them; another checks that no process of the
 module had a socket to an address off loopback.
 
 Every after-state is checked the same way: each trial completed exactly once,
@@ -22,6 +26,7 @@ module left behind run a small search first if no other test has.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import sys
@@ -33,6 +38,7 @@ from typing import Any
 import pytest
 from cluster_stack import Service, Stack, wait_for
 from helpers import REPO, epoch_steps, mlflow_client, search_tree, synthetic_space_file
+from mlflow_services import status_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -48,9 +54,17 @@ def cluster() -> Iterator[Stack]:
     began = time.time()
     stack = Stack()
     TIMINGS.update(stack.timings, stack_start_s=time.time() - began)
+    # This process reads MLflow as the hemotune user; drivers and nodes get none of it (stack.env).
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    os.environ.update(stack.auth.user_env() if stack.auth else {})
     try:
         yield stack
     finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         stack.stop()
         print(
             f"\ncluster test timings: {json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in TIMINGS.items()})}"
@@ -145,7 +159,8 @@ def start_driver(
     """``hemotune ARGS`` (or ``python SCRIPT ARGS``) as a process tree this test ends by PID."""
     command = [sys.executable, str(script)] if script else [sys.executable, "-m", "hemotune"]
     log_name = f"driver-{name}-{int(time.time() * 1000)}"
-    driver = Service(log_name, [*command, *args], tmp, {**stack.env, **(env or {})}, cwd=tmp)
+    driver_env = {**stack.env, **stack.driver_env(), **(env or {})}
+    driver = Service(log_name, [*command, *args], tmp, driver_env, cwd=tmp)
     DRIVER_LOGS.append(driver.log)
     stack.services.append(driver)
     return driver
@@ -554,6 +569,41 @@ def searched(cluster: Stack, data_uri: str, tmp_path_factory: pytest.TempPathFac
     return SEARCHES
 
 
+def test_the_mlflow_server_wants_credentials_and_keeps_every_run_in_postgresql(
+    stack: Stack, searched: list[str]
+) -> None:
+    """cluster.yaml's production server: 401 without credentials; the runs are rows of the PostgreSQL store.
+
+    The server was given the database URI without its password (libpq reads PGPASSWORD), and
+    there is no SQLite store anywhere: what the searches logged lives in PostgreSQL.
+    """
+    from mlflow.entities import ViewType
+
+    assert stack.postgres is not None and stack.auth is not None and stack.mlflow.service is not None
+    # Every request of every driver and trial process (on nodes given no credentials) logged in.
+    server_logs = "".join(log.read_text(errors="replace") for log in stack.root.glob("mlflow-*.log"))
+    assert '"POST /api/2.0/mlflow/runs/create HTTP/1.1" 200' in server_logs
+    assert not re.findall(r'.*HTTP/1.1" 40[13].*', server_logs), "a request was refused"
+    url = f"{stack.mlflow.uri}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert status_of(url) == 401
+    assert status_of(url, (stack.auth.user, "not-the-password")) == 401
+    assert status_of(url, (stack.auth.user, stack.auth.password)) == 200
+    backend = stack.mlflow.service.args[stack.mlflow.service.args.index("--backend-store-uri") + 1]
+    assert backend == stack.postgres.uri("mlflow") and stack.postgres.password not in backend
+    assert not list(stack.root.rglob("mlflow.db"))
+    client = mlflow_client(stack.mlflow.uri)
+    experiments = {e.experiment_id: e.name for e in client.search_experiments(view_type=ViewType.ALL)}
+    assert set(searched) <= set(experiments.values())
+    rows = stack.postgres.sql("SELECT experiment_id, count(*) FROM runs GROUP BY experiment_id", "mlflow")
+    in_postgres = {str(experiment): count for experiment, count in rows}
+    for experiment_id, name in experiments.items():
+        if name in searched:
+            logged = client.search_runs([experiment_id], run_view_type=ViewType.ALL, max_results=5000)
+            assert in_postgres.get(experiment_id) == len(logged) > 1, (name, in_postgres, len(logged))
+    users = stack.postgres.sql("SELECT username, is_admin FROM users", "mlflow_auth")
+    assert sorted(users) == sorted([(stack.auth.admin, True), (stack.auth.user, False)])
+
+
 def _contains(data: bytes, needles: list[bytes]) -> list[bytes]:
     return [n for n in needles if n in data]
 
@@ -568,7 +618,8 @@ def test_no_credential_appears_in_mlflow_s3_logs_or_output(stack: Stack, searche
     """
     from mlflow.entities import ViewType
 
-    needles = [stack.secret.encode(), stack.key_id.encode()]
+    needles = stack.secrets()  # AWS secret and key id; the MLflow user's, admin's and database's passwords
+    not_key_id = [n for n in needles if n != stack.key_id.encode()]
     hits: list[str] = []
     client = mlflow_client(stack.mlflow.uri)
     runs = [
@@ -586,10 +637,12 @@ def test_no_credential_appears_in_mlflow_s3_logs_or_output(stack: Stack, searche
     for log in DRIVER_LOGS:
         hits += [f"{log}: {needle.decode()}" for needle in _contains(log.read_bytes(), needles)]
     scanned = 0
-    for path in stack.root.rglob("*"):  # Ray session logs of every node, service logs, the MLflow database
-        if path.is_file() and not path.is_symlink() and path.name != "ray_token":
+    # Ray session logs of every node, service logs, the PostgreSQL server's log; not the secrets' own files
+    logs = [*stack.root.rglob("*"), *([stack.postgres.log] if stack.postgres else [])]
+    for path in logs:
+        if path.is_file() and not path.is_symlink() and path.name not in ("ray_token", "mlflow-credentials"):
             scanned += 1
-            found = _contains(path.read_bytes(), needles if path != stack.s3.service.log else needles[:1])
+            found = _contains(path.read_bytes(), needles if path != stack.s3.service.log else not_key_id)
             hits += [f"{path}: {needle.decode()}" for needle in found]
     assert scanned > 50, "Ray's session logs were not found"
     assert not hits, hits

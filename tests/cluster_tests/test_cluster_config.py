@@ -8,8 +8,10 @@ No AWS call is made: ``prepare_config`` only merges Ray's AWS defaults file, and
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -78,12 +80,15 @@ def test_head_starts_ray_and_an_mlflow_server_with_s3_artifacts(prepared: dict[s
     head = " ".join(prepared["head_start_ray_commands"])
     assert "ray start --head" in head and "--dashboard-host=127.0.0.1" in head
     mlflow = next(c for c in prepared["head_start_ray_commands"] if "mlflow server" in c)
-    for option in ("--backend-store-uri", "--artifacts-destination", "--workers 1", "--port 5000"):
+    for option in ("--app-name basic-auth", "--artifacts-destination", "--workers 1", "--port 5000"):
         assert option in mlflow
+    # the store's URI (a database password, maybe) is read from the environment, on no command line
+    assert "--backend-store-uri" not in mlflow and ". ~/mlflow/server.env" in mlflow
     worker = " ".join(prepared["worker_start_ray_commands"])
     assert "--address=$RAY_HEAD_IP:6379" in worker
     for command in [
         *prepared["setup_commands"],
+        *prepared["head_setup_commands"],
         *prepared["head_start_ray_commands"],
         *prepared["worker_start_ray_commands"],
     ]:
@@ -135,3 +140,69 @@ def test_submit_script_fills_in_cluster_defaults(submit: ModuleType, monkeypatch
     ]
     with pytest.raises(SystemExit, match="HEMOTUNE_RESULTS_DIR"):
         submit.build_argv(["bcd_loss_weights"], {})
+
+
+def test_the_head_setup_writes_the_mlflow_servers_secrets_into_0600_files(
+    prepared: dict[str, Any], tmp_path: Path
+) -> None:
+    """cluster/mlflow_server_env.py (the head setup pipes the secret into it): the env the server command sources."""
+    assert any("cluster/mlflow_server_env.py ~/mlflow" in c for c in prepared["head_setup_commands"])
+    script, folder = REPO / "cluster" / "mlflow_server_env.py", tmp_path / "mlflow"
+
+    def run(secret: dict[str, str]) -> dict[str, str]:
+        subprocess.run(
+            [sys.executable, str(script), str(folder)], input=json.dumps(secret), text=True, check=True
+        )
+        dump = "set -a; . ./server.env; set +a; env -0"
+        out = subprocess.run(
+            ["bash", "-c", dump], cwd=folder, env={}, capture_output=True, text=True, check=True
+        )
+        return dict(line.split("=", 1) for line in out.stdout.split("\0") if line.startswith("MLFLOW_"))
+
+    first = run({"username": "hemotune", "password": "p'w $x"})
+    assert (
+        first["MLFLOW_AUTH_ADMIN_USERNAME"] == "hemotune" and first["MLFLOW_AUTH_ADMIN_PASSWORD"] == "p'w $x"
+    )
+    assert first["MLFLOW_BACKEND_STORE_URI"] == f"sqlite:///{folder / 'mlflow.db'}"  # the zero-setup default
+    ini = (folder / "basic_auth.ini").read_text()
+    assert f"database_uri = sqlite:///{folder / 'basic_auth.db'}" in ini and "p'w" not in ini
+    for name in ("server.env", "basic_auth.ini"):
+        assert (folder / name).stat().st_mode & 0o777 == 0o600, name
+    production = {
+        "backend_store_uri": "postgresql://h:s@db:5432/mlflow",
+        "auth_db_uri": "postgresql://h:s@db/auth",
+    }
+    second = run({"username": "hemotune", "password": "new", **production})
+    assert second["MLFLOW_BACKEND_STORE_URI"] == production["backend_store_uri"]
+    assert "database_uri = postgresql://h:s@db/auth" in (folder / "basic_auth.ini").read_text()
+    assert second["MLFLOW_FLASK_SERVER_SECRET_KEY"] == first["MLFLOW_FLASK_SERVER_SECRET_KEY"]  # made once
+    with pytest.raises(subprocess.CalledProcessError):
+        subprocess.run([sys.executable, str(script), str(folder)], input="{}", text=True, check=True)
+
+
+def test_every_node_gets_a_credentials_file_hemotune_accepts(
+    prepared: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node setup's conversion of the secret (after the `aws` call) writes what hemotune reads."""
+    from hemotune.tracking.credentials import load_credentials
+
+    command = next(c for c in prepared["setup_commands"] if "secretsmanager" in c)
+    converter = command.split(" | ", 1)[1]  # python3 -c '...' > file && mv ...
+    secret = json.dumps({"username": "hemotune", "password": "s3cret-FAKE"})
+    subprocess.run(["bash", "-c", f"umask 077; mkdir -p ~/.hemotune; {converter}"], input=secret, text=True,
+                   check=True, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})  # fmt: skip
+    env_file = next(c for c in prepared["setup_commands"] if "hemotune-cluster.env" in c)
+    subprocess.run(["bash", "-c", env_file], check=True, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    path = [
+        line for line in (tmp_path / "hemotune-cluster.env").read_text().splitlines() if "CREDENTIALS" in line
+    ]
+    assert path == ["HEMOTUNE_MLFLOW_CREDENTIALS=~/.hemotune/mlflow-credentials"]
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HEMOTUNE_MLFLOW_CREDENTIALS", path[0].split("=", 1)[1])
+    credentials = load_credentials()
+    assert credentials is not None and (credentials.username, credentials.password) == (
+        "hemotune",
+        "s3cret-FAKE",
+    )

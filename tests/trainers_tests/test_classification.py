@@ -368,7 +368,7 @@ def test_a_min_mode_objective_picks_the_best_epoch_of_a_real_run(tiny_data: str,
 
 @pytest.mark.parametrize("name", ["pbc_class_weights", "all_leukemia"])
 def test_space_files_validate(name: str) -> None:
-    assert validate_file(name) == ["as written", "preset smoke"]
+    assert validate_file(name) == ["as written", "preset plumbing", "preset smoke"]
 
 
 def test_known_points_are_the_studies_recipes() -> None:
@@ -394,8 +394,8 @@ def test_known_points_are_the_studies_recipes() -> None:
     }
 
 
-def _smoke_trial(name: str, data: Path, cache: Path, tmp_path: Path) -> tuple[float, Recorder]:
-    space = load_space(name, preset="smoke", data=str(data))
+def _plumbing_trial(name: str, data: Path, cache: Path, tmp_path: Path) -> tuple[float, Recorder]:
+    space = load_space(name, preset="plumbing", data=str(data))
     assert space.budget.num_samples == 4 and space.budget.epochs == 2 and space.resources.cpu == 1
     prepared = TRAINER.prepare_data(space.dataset.as_dict(), space.fixed, cache)
     params = {**space.trial_params(space.points_to_evaluate[0]), "data": str(prepared.path)}
@@ -406,18 +406,20 @@ def _smoke_trial(name: str, data: Path, cache: Path, tmp_path: Path) -> tuple[fl
 
 
 @pytest.mark.slow
-def test_pbc_smoke_known_point_on_real_data(pbc8_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
-    seconds, recorder = _smoke_trial("pbc_class_weights", pbc8_dir, cache_dir, tmp_path)
+def test_pbc_plumbing_known_point_on_real_data(pbc8_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
+    seconds, recorder = _plumbing_trial("pbc_class_weights", pbc8_dir, cache_dir, tmp_path)
     assert [m["epoch"] for m in recorder.metrics] == [1, 2]
     assert "val/recall/basophil" in recorder.metrics[-1]
-    print(f"pbc_class_weights smoke trial (2 epochs): {seconds:.1f} s")
+    print(f"pbc_class_weights plumbing trial (2 epochs): {seconds:.1f} s")
 
 
 @pytest.mark.slow
-def test_leukemia_smoke_known_point_on_real_data(leukemia_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
-    seconds, recorder = _smoke_trial("all_leukemia", leukemia_dir, cache_dir, tmp_path)
+def test_leukemia_plumbing_known_point_on_real_data(
+    leukemia_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    seconds, recorder = _plumbing_trial("all_leukemia", leukemia_dir, cache_dir, tmp_path)
     last = recorder.metrics[-1]
     assert {"val/sensitivity", "val/specificity", "val/recall/Cancer", "val/specificity/Normal"} <= set(last)
     assert last["val/sensitivity"] == last["val/recall/Cancer"]
     assert last["val/specificity"] == last["val/recall/Normal"]
-    print(f"all_leukemia smoke trial (2 epochs): {seconds:.1f} s")
+    print(f"all_leukemia plumbing trial (2 epochs): {seconds:.1f} s")

@@ -360,7 +360,7 @@ def test_the_amp_check_is_offline_and_fails_loudly_on_blacklisted_gpus(
 
 
 def test_search_space_file_validates_with_its_presets() -> None:
-    assert validate_file(str(SPACE_FILE)) == ["as written", "preset smoke"]
+    assert validate_file(str(SPACE_FILE)) == ["as written", "preset plumbing", "preset smoke"]
     space = load_space(str(SPACE_FILE), check_data=False)
     assert space.trainer == "yolo_detection" and space.objective.metric == "val/mAP50-95"
     assert space.dataset.format == "voc" and space.dataset.options["classes"] == BCCD_CLASSES
@@ -373,21 +373,27 @@ def test_search_space_file_validates_with_its_presets() -> None:
     assert tuned["nbs"] == 128 and tuned["lr0"] == pytest.approx(0.02)
 
 
-def test_smoke_preset_never_caps_accumulation() -> None:
-    smoke = load_space(str(SPACE_FILE), preset="smoke", check_data=False)
-    assert smoke.budget.num_samples == 4 and smoke.budget.epochs == 2 and smoke.resources.cpu == 1
-    steps = next(p for p in smoke.parameters if p.name == "accumulate_steps").choices or ()
-    batches_per_epoch = math.ceil(smoke.dataset.options["max_train_images"] / smoke.fixed["batch"])
+@pytest.mark.parametrize(("preset", "train_images", "epochs"), [("smoke", 205, 6), ("plumbing", 32, 2)])
+def test_smoke_and_plumbing_presets_never_cap_accumulation(
+    preset: str, train_images: int, epochs: int
+) -> None:
+    space = load_space(str(SPACE_FILE), preset=preset, check_data=False)
+    assert space.budget.num_samples == 4 and space.budget.epochs == epochs and space.resources.cpu == 1
+    steps = next(p for p in space.parameters if p.name == "accumulate_steps").choices or ()
+    images = space.dataset.options.get("max_train_images", 205)  # the smoke preset trains on all 205
+    assert images == train_images
+    batches_per_epoch = math.ceil(images / space.fixed["batch"])
     for k in steps:
-        assert expected_accumulate(k, batches_per_epoch, smoke.budget.epochs) == k
+        assert expected_accumulate(k, batches_per_epoch, space.budget.epochs) == k
 
 
 @pytest.mark.parametrize(
     ("preset", "sets", "train_images"),
     [
-        ("smoke", [], 32),  # the README's command: --preset smoke
-        # tests/test_integration.py: the smoke preset shrunk further
-        ("smoke", ["dataset.max_train_images=16", "dataset.max_val_images=8", "fixed.imgsz=64"], 16),
+        ("smoke", [], 205),  # the README's command: --preset smoke, all 205 train images
+        ("plumbing", [], 32),
+        # tests/test_integration.py: the plumbing preset shrunk further
+        ("plumbing", ["dataset.max_train_images=16", "dataset.max_val_images=8", "fixed.imgsz=64"], 16),
         (None, [], 205),  # the real search on the BCCD train split (205 images)
     ],
 )

@@ -19,8 +19,11 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 from helpers import Driver, epoch_steps, mlflow_client, search_tree, synthetic_space_file, wait_until
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 
 from hemotune.tuning.tuner import CHECKPOINTS_KEPT, DEFAULT_STATE_PERIOD_S
 
@@ -209,6 +212,11 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path: 
     for run in children:
         assert run.info.status == "FINISHED", run.info.run_name
         assert epoch_steps(uri, run.info.run_id) == list(range(1, EPOCHS + 1)), run.info.run_name
+    # The searcher's Optuna journal outlived the driver: one complete study trial per Tune trial
+    # (a trial asked just before a SIGKILL that Tune never recorded may stay RUNNING there).
+    journal = next(results.glob(f"{name}-*/optuna_journal.log"))
+    study = optuna.load_study(study_name="hemotune", storage=JournalStorage(JournalFileBackend(str(journal))))
+    assert sum(t.state.name == "COMPLETE" for t in study.trials) == NUM_SAMPLES, study.trials
 
     if sig == signal.SIGKILL:
         again, finished, epoch_s = _epochs_run_twice(uri, name, results, killed_at)

@@ -5,10 +5,11 @@ files' contents, the conversion options and ``CONVERTER_VERSION``) and builds
 ``<cache_dir>/detection/<fingerprint>/`` once per machine with
 ``hemotune.data.cache.build_once``::
 
-    data.yaml                 path: <absolute final folder>, train: images/train, val: images/val, names
-    images/{train,val}/...    hard links to the source images (copies across file systems;
+    data.yaml                 path: <absolute final folder>, train: images/train, val: images/val,
+                              test: images/test (when the source declares a test split), names
+    images/{train,val,test}/  hard links to the source images (copies across file systems;
                               JPEGs not ending with their end marker are re-encoded)
-    labels/{train,val}/*.txt  one "class x_center y_center width height" line per box (normalised)
+    labels/{train,val,test}/  one "class x_center y_center width height" line per box (normalised)
     splits.json               the image ids of each split and how they were chosen
     dataset.json              fingerprint, options, classes and counts
     data_report.{json,md}     every problem found and what was done about it
@@ -29,7 +30,12 @@ from typing import Any
 from hemotune.data.cache import build_once, entry_dir
 from hemotune.data.detection.model import DetectionSet
 from hemotune.data.detection.voc import is_voc, read_voc, voc_source_files
-from hemotune.data.detection.write import DEFAULT_VAL_FRACTION, select_splits, write_yolo
+from hemotune.data.detection.write import (
+    DEFAULT_VAL_FRACTION,
+    independent_test_split,
+    select_splits,
+    write_yolo,
+)
 from hemotune.data.detection.yolo import find_data_yaml, read_yolo, yolo_layout, yolo_source_files
 from hemotune.data.fingerprint import fingerprint_files
 from hemotune.data.prepared import PreparedData
@@ -37,7 +43,8 @@ from hemotune.data.report import DataReport
 from hemotune.errors import DataError
 
 #: Bump when the converted output for the same input would change.
-CONVERTER_VERSION = "1"
+#: 2: a test split the source declares (VOC test.txt, data.yaml test) is converted as images/test.
+CONVERTER_VERSION = "2"
 CACHE_KIND = "detection"
 
 
@@ -56,7 +63,7 @@ def detect_format(path: Path) -> str:
     )
 
 
-def _source(path: Path, data_format: str) -> tuple[str, list[Path]]:
+def _source(path: Path, data_format: str, test_only: bool = False) -> tuple[str, list[Path]]:
     """The format of the set at ``path`` (``auto`` detects it) and the files its content depends on."""
     fmt = detect_format(path) if data_format == "auto" else data_format
     if fmt == "voc":
@@ -64,7 +71,7 @@ def _source(path: Path, data_format: str) -> tuple[str, list[Path]]:
             raise DataError(f"{path}: not a Pascal VOC folder (expected JPEGImages/ and Annotations/)")
         return fmt, voc_source_files(path)
     if fmt == "yolo":
-        return fmt, yolo_source_files(yolo_layout(path))
+        return fmt, yolo_source_files(yolo_layout(path, require_train=not test_only))
     raise DataError(f"unknown detection dataset format {data_format!r}; use auto, voc or yolo")
 
 
@@ -78,12 +85,18 @@ def prepare_detection_data(
     selection_seed: int = 0,
     max_train_images: int | None = None,
     max_val_images: int | None = None,
+    test_only: bool = False,
 ) -> PreparedData:
-    """Validate and convert a VOC or YOLO set to a YOLO set in the content-hash cache, once."""
+    """Validate and convert a VOC or YOLO set to a YOLO set in the content-hash cache, once.
+
+    ``test_only``: the set is an independent test set; its declared test split
+    (VOC ``test.txt``, data.yaml ``test``), else all its usable images, become
+    ``images/test`` (see ``write.independent_test_split``).
+    """
     source = Path(path).expanduser().resolve()
     if not source.exists():
         raise DataError(f"dataset path does not exist: {source}")
-    fmt, files = _source(source, data_format)
+    fmt, files = _source(source, data_format, test_only)
     if not files:
         raise DataError(f"{source}: no dataset files found")
     options: dict[str, Any] = {
@@ -94,6 +107,7 @@ def prepare_detection_data(
         "selection_seed": selection_seed,
         "max_train_images": max_train_images,
         "max_val_images": max_val_images,
+        "test_only": test_only,
     }
     base = Path(os.path.commonpath([str(f.parent) for f in files]))
     fingerprint = fingerprint_files(base, files, extra=options)
@@ -122,15 +136,21 @@ class _Conversion:
         """Read, split and write the set into ``tmp`` with its report, split record and manifest."""
         options = self.options
         classes = options["classes"]
-        dataset = (
-            read_voc(self.source, classes) if options["format"] == "voc" else read_yolo(self.source, classes)
-        )
-        splits, selection = select_splits(
-            dataset,
-            val_fraction=options["val_fraction"],
-            selection_seed=options["selection_seed"],
-            max_train_images=options["max_train_images"],
-            max_val_images=options["max_val_images"],
+        test_only = bool(options.get("test_only"))
+        if options["format"] == "voc":
+            dataset = read_voc(self.source, classes)
+        else:
+            dataset = read_yolo(self.source, classes, require_train=not test_only)
+        splits, selection = (
+            independent_test_split(dataset)
+            if test_only
+            else select_splits(
+                dataset,
+                val_fraction=options["val_fraction"],
+                selection_seed=options["selection_seed"],
+                max_train_images=options["max_train_images"],
+                max_val_images=options["max_val_images"],
+            )
         )
         placed = write_yolo(dataset, splits, tmp, self.target)
         summary = summarise(dataset, splits, selection, placed)
@@ -170,11 +190,13 @@ def summarise(
 
 
 def _report_missing_classes(dataset: DetectionSet, splits: Mapping[str, Sequence[str]]) -> None:
-    """Report each class with no box in train (cannot be learned) or val (no AP metric)."""
-    for split in ("train", "val"):
+    """Report each class with no box in train (cannot be learned), val or test (no AP metric there)."""
+    for split in (s for s in ("train", "val", "test") if s in splits):
         for cls, n in dataset.box_counts(splits[split]).items():
             if n == 0:
-                detail = "its val/AP50 metric is not reported" if split == "val" else "it cannot be learned"
+                detail = (
+                    f"its {split}/AP50 metric is not reported" if split != "train" else "it cannot be learned"
+                )
                 dataset.report.add(split, f"class {cls!r} has no boxes in the {split} split", "kept", detail)
 
 

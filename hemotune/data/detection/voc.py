@@ -4,7 +4,7 @@ The layout::
 
     ROOT/JPEGImages/<id>.jpg          the images (any Ultralytics image suffix)
     ROOT/Annotations/<id>.xml         one <object> per box: <name>, <bndbox> in pixel corners
-    ROOT/ImageSets/Main/{train,val,trainval}.txt   optional split lists of ids
+    ROOT/ImageSets/Main/{train,val,trainval,test}.txt   optional split lists of ids
 
 ``read_voc`` never crashes on one bad file and never drops data silently: every
 change becomes an issue in the ``DataReport`` (see ``hemotune.data.report``):
@@ -193,17 +193,46 @@ def _labeled_image(
 def _read_voc_splits(
     root: Path, images: Mapping[str, LabeledImage], report: DataReport
 ) -> tuple[dict[str, list[str]], str]:
-    """``ImageSets/Main`` train and val lists restricted to usable images (reported), if both exist."""
+    """``ImageSets/Main`` train and val (or trainval) lists, and test, restricted to usable images (reported)."""
     main = root / "ImageSets" / "Main"
+    test_listed = _read_id_list(main / "test.txt") if (main / "test.txt").is_file() else []
+    splits: dict[str, list[str]]
     if all((main / f"{s}.txt").is_file() for s in SPLITS):
-        return _train_val_lists(main, images, report), "ImageSets/Main/train.txt and val.txt"
-    if (main / "trainval.txt").is_file():
-        return _trainval_list(main, images, report), "ImageSets/Main/trainval.txt (split by seed)"
-    return {}, "no ImageSets/Main/{train,val}.txt (split by seed)"
+        splits, source = (
+            _train_val_lists(main, images, report, set(test_listed)),
+            "ImageSets/Main/train.txt and val.txt",
+        )
+    elif (main / "trainval.txt").is_file():
+        splits = _trainval_list(main, images, report, set(test_listed))
+        source = "ImageSets/Main/trainval.txt (split by seed)"
+    else:
+        splits, source = {}, "no ImageSets/Main/{train,val}.txt (split by seed)"
+    if test_listed:
+        splits["test"] = _test_list(test_listed, images, {i for ids in splits.values() for i in ids}, report)
+        source += "; test: ImageSets/Main/test.txt"
+    return splits, source
+
+
+def _test_list(
+    listed: Sequence[str], images: Mapping[str, LabeledImage], taken: set[str], report: DataReport
+) -> list[str]:
+    """The usable ids of ``test.txt`` that no train/val list claims (an image is in one split only)."""
+    kept = []
+    for image_id in listed:
+        where = f"ImageSets/Main/test.txt:{image_id}"
+        if image_id not in images:
+            report.add(
+                where, "listed image not usable", "dropped", "missing, unreadable or without annotation"
+            )
+        elif image_id in taken:
+            report.add(where, "image listed in more than one split", "dropped", "kept in train/val only")
+        else:
+            kept.append(image_id)
+    return kept
 
 
 def _trainval_list(
-    main: Path, images: Mapping[str, LabeledImage], report: DataReport
+    main: Path, images: Mapping[str, LabeledImage], report: DataReport, test: set[str]
 ) -> dict[str, list[str]]:
     """The usable ids of ``trainval.txt``; listed-but-unusable and unlisted images are reported."""
     ids = _read_id_list(main / "trainval.txt")
@@ -211,13 +240,13 @@ def _trainval_list(
     for image_id in ids:
         if image_id not in images:
             report.add(f"ImageSets/Main/trainval.txt:{image_id}", "listed image not usable", "dropped")
-    for image_id in sorted(set(images) - set(ids)):
+    for image_id in sorted(set(images) - set(ids) - test):
         report.add(image_id, "image not in ImageSets/Main/trainval.txt", "dropped", "left out")
     return {"trainval": kept}
 
 
 def _train_val_lists(
-    main: Path, images: Mapping[str, LabeledImage], report: DataReport
+    main: Path, images: Mapping[str, LabeledImage], report: DataReport, test: set[str]
 ) -> dict[str, list[str]]:
     """The usable ids of ``train.txt`` and ``val.txt``, each image in its first split only (reported)."""
     splits: dict[str, list[str]] = {}
@@ -238,9 +267,12 @@ def _train_val_lists(
                 kept.append(image_id)
                 seen.add(image_id)
         splits[split] = kept
-    for image_id in sorted(set(images) - seen):
+    for image_id in sorted(set(images) - seen - test):
         report.add(
-            image_id, "image in no split list", "dropped", "not in ImageSets/Main train.txt or val.txt"
+            image_id,
+            "image in no split list",
+            "dropped",
+            "not in ImageSets/Main train.txt, val.txt or test.txt",
         )
     return splits
 
@@ -253,3 +285,14 @@ def _read_id_list(path: Path) -> list[str]:
         if parts and parts[0] not in ids:
             ids.append(parts[0])
     return ids
+
+
+def voc_class_names(root: Path) -> list[str]:
+    """Every object name in the VOC set's XML files, as written (unreadable files are skipped here)."""
+    names: set[str] = set()
+    for path in sorted(Path(root, "Annotations").glob("*.xml")):
+        try:
+            names.update(box[0] for box in _parse_annotation(path).boxes)
+        except (ET.ParseError, OSError, UnicodeDecodeError):
+            continue  # read_voc reports it when the set is converted
+    return sorted(names)

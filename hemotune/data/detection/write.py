@@ -37,17 +37,20 @@ def select_splits(
     max_train_images: int | None = None,
     max_val_images: int | None = None,
 ) -> tuple[dict[str, list[str]], dict[str, Any]]:
-    """The train and val ids to convert, and a record of how they were chosen.
+    """The train, val (and test) ids to convert, and a record of how they were chosen.
 
     The source's own split lists are used when it has both; otherwise a seeded
     split of its images (``val_fraction`` of them, at least one, go to val).
-    ``max_*_images`` then keep a seeded subset of each split.
+    ``max_*_images`` then keep a seeded subset of each split. A test split the
+    source declares is kept whole and never joins the pool that is split.
     """
     record: dict[str, Any] = {"split source": dataset.split_source}
+    test = list(dataset.splits.get("test", []))
     if "train" in dataset.splits and "val" in dataset.splits:
         splits = {"train": list(dataset.splits["train"]), "val": list(dataset.splits["val"])}
     else:
-        pool = dataset.splits.get("trainval", sorted(dataset.images))
+        held_out = set(test)
+        pool = dataset.splits.get("trainval", [i for i in sorted(dataset.images) if i not in held_out])
         if not 0 < val_fraction < 1:
             raise DataError(f"val_fraction must be between 0 and 1, got {val_fraction}")
         n_val = max(1, round(len(pool) * val_fraction)) if len(pool) > 1 else 0
@@ -63,7 +66,28 @@ def select_splits(
     for split in ("train", "val"):
         if not splits[split]:
             raise DataError(f"{dataset.source}: no usable images in the {split} split (see the data report)")
+    if test:
+        splits["test"] = test
     return splits, record
+
+
+def independent_test_split(dataset: DetectionSet) -> tuple[dict[str, list[str]], dict[str, Any]]:
+    """The images of an independent test set: its declared test split, else every usable image.
+
+    VOC train/val lists and data.yaml train/val entries do not count as a
+    declaration: data.yaml needs them, whatever the set is for.
+    """
+    declared = "test" in dataset.splits
+    ids, seen = [], set()
+    for image_id in list(dataset.splits["test"]) if declared else sorted(dataset.images):
+        path = dataset.images[image_id].image_path.resolve()
+        if path not in seen:  # data.yaml train and val may name the same images
+            seen.add(path)
+            ids.append(image_id)
+    if not ids:
+        raise DataError(f"{dataset.source}: no usable test images (see the data report)")
+    which = "its declared test split" if declared else "every usable image (no test split declared)"
+    return {"test": ids}, {"split source": dataset.split_source, "test set": which}
 
 
 def _file_name(image: LabeledImage) -> str:
@@ -103,7 +127,9 @@ def write_yolo(
 ) -> dict[str, int]:
     """Write ``splits`` of ``dataset`` as a YOLO set into ``out``; data.yaml names ``final_dir``.
 
-    Returns how many images were linked, copied or re-encoded.
+    data.yaml has an entry per split written. Ultralytics' dataset check needs
+    ``train`` and ``val``: a set without one names another split's images there
+    (an independent test set names its test images), ``hemotune_splits`` the real ones. Returns how many images were linked, copied or re-encoded.
     """
     placed: dict[str, int] = {}
     for split, ids in splits.items():
@@ -118,10 +144,14 @@ def write_yolo(
             (out / "labels" / split / Path(name).with_suffix(".txt")).write_text(
                 "".join(f"{x}\n" for x in lines)
             )
+    entries = {s: f"images/{s}" for s in ("train", "val", "test") if s in splits}
+    fallback = entries.get("test") or next(iter(entries.values()))
     data_yaml = {
         "path": str(final_dir),
-        "train": "images/train",
-        "val": "images/val",
+        "train": entries.get("train", fallback),
+        "val": entries.get("val", fallback),
+        **({"test": entries["test"]} if "test" in entries else {}),
+        "hemotune_splits": list(entries),  # the splits really written (Ultralytics ignores the key)
         "nc": len(dataset.classes),
         "names": dict(enumerate(dataset.classes)),
     }

@@ -72,8 +72,12 @@ def label_path(image: Path) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
-def yolo_layout(path: Path) -> YoloLayout:
-    """Read ``data.yaml`` and list the images of each split (raises ``DataError`` when it is unusable)."""
+def yolo_layout(path: Path, *, require_train: bool = True) -> YoloLayout:
+    """Read ``data.yaml`` and list the images of each split (raises ``DataError`` when it is unusable).
+
+    The splits are ``train``, ``val`` and ``test``, those data.yaml names; a test set
+    read on its own (``require_train=False``) may name no ``train``.
+    """
     yaml_path = find_data_yaml(path)
     try:
         cfg = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
@@ -85,11 +89,11 @@ def yolo_layout(path: Path) -> YoloLayout:
     if not root.is_absolute():
         root = (yaml_path.parent / root).resolve()
     names = _class_names(cfg.get("names"), yaml_path)
-    if "train" not in cfg:
+    if require_train and "train" not in cfg:
         raise DataError(f"{yaml_path}: has no train entry")
     images: dict[str, list[Path]] = {}
     image_dirs: dict[str, list[Path]] = {}
-    for split in ("train", "val"):
+    for split in ("train", "val", "test"):
         if not cfg.get(split):
             continue
         entries = cfg[split] if isinstance(cfg[split], list) else [cfg[split]]
@@ -144,14 +148,17 @@ def yolo_source_files(layout: YoloLayout) -> list[Path]:
     return sorted(files)
 
 
-def read_yolo(path: Path, classes: Sequence[str] | None = None) -> DetectionSet:
+def read_yolo(
+    path: Path, classes: Sequence[str] | None = None, *, require_train: bool = True
+) -> DetectionSet:
     """Read, validate and repair the YOLO set at ``path`` (a folder with data.yaml, or the YAML file).
 
-    Without ``classes`` the class order is the one of ``names`` in data.yaml.
+    Without ``classes`` the class order is the one of ``names`` in data.yaml; with
+    them, label ids are mapped by class name (a set may order its names otherwise).
     An image without a label file is kept as an image without objects (the YOLO
-    convention), and reported.
+    convention), and reported. A ``test`` entry gives the ``test`` split.
     """
-    layout = yolo_layout(Path(path))
+    layout = yolo_layout(Path(path), require_train=require_train)
     report = DataReport(source=str(layout.yaml_path))
     names = ClassNames(classes if classes is not None else [normalise_name(n) or n for n in layout.names])
     images: dict[str, LabeledImage] = {}
@@ -166,9 +173,13 @@ def read_yolo(path: Path, classes: Sequence[str] | None = None) -> DetectionSet:
                 ids.append(image_id)
     _report_orphan_labels(layout, report)
     have = [s for s in ("train", "val") if s in splits]
-    split_source = "data.yaml train and val" if len(have) == 2 else "data.yaml train only (val split by seed)"
-    if len(have) == 1:
-        splits = {"trainval": splits["train"]}
+    split_source = {2: "data.yaml train and val", 1: f"data.yaml {have[0]} only (val split by seed)"}.get(
+        len(have), "data.yaml without train or val"
+    )
+    if have == ["train"]:
+        splits = {"trainval": splits["train"], **({"test": splits["test"]} if "test" in splits else {})}
+    if "test" in splits:
+        split_source += "; test: data.yaml test"
     return finished_set(
         layout.yaml_path,
         "yolo",

@@ -3,7 +3,8 @@
 ``checkpoint/last.pt`` holds the model, optimizer, scaler and random states, the
 best epoch so far (``BestEpoch.state()``) and an identity that a resumed trial
 must match. ``best/epoch_NNNN/`` holds the best epoch's ``best.pt`` and its
-confusion matrix; only the newest best is kept.
+confusion matrix; only the newest best is kept, and a copy of its weights sits
+at ``weights/best.pt`` (the same place as the detection trainer's).
 """
 
 from __future__ import annotations
@@ -113,6 +114,20 @@ def write_best(
         extra={"epoch": epoch, "best_metric": metric, "score": score},
     )
     return {"weights/best.pt": weights, "confusion_matrix.png": png, "confusion_matrix.json": js}
+
+
+def publish_best(workdir: Path, epoch: int) -> Path:
+    """Copy the best epoch's ``best.pt`` to ``<workdir>/weights/best.pt`` (atomically), where both trainers keep it.
+
+    Done after the epoch's report: the logged file in ``best/epoch_NNNN/`` is never
+    overwritten while it may still be uploading.
+    """
+    target = workdir / "weights" / "best.pt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(".best.pt.tmp")
+    shutil.copyfile(workdir / "best" / f"epoch_{epoch:04d}" / "best.pt", tmp)
+    os.replace(tmp, target)
+    return target
 
 
 def drop_older_bests(workdir: Path, epoch: int) -> None:

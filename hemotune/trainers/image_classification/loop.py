@@ -32,6 +32,7 @@ from hemotune.trainers.image_classification.checkpoint import (
     checkpoint_identity,
     drop_older_bests,
     load_checkpoint,
+    publish_best,
     restore_rng,
     rng_state,
     save_checkpoint,
@@ -192,6 +193,7 @@ class ClassificationTrial:
         checkpoint = save_checkpoint(self.workdir / "checkpoint", payload)
         self.report(metrics, checkpoint=checkpoint, artifacts=artifacts)
         if improved:
+            publish_best(self.workdir, epoch)
             drop_older_bests(self.workdir, epoch)
 
     def _train_and_evaluate(self, epoch: int) -> tuple[dict[str, float], np.ndarray, np.ndarray]:

@@ -76,17 +76,22 @@ def classification_metrics(
     *,
     positive_class: str | None = None,
     prefix: str = "val/",
+    over: Sequence[int] | None = None,
 ) -> dict[str, float]:
     """Every reported metric for integer labels ``y_true`` and predictions ``y_pred``.
 
     ``positive_class`` (binary only) names the class whose recall is the
     sensitivity; ``None`` takes the second class, as scikit-learn's ``pos_label=1``.
+    ``over`` (evaluation on a split lacking some classes) restricts the macro
+    averages and the per-class metrics to those class indices; accuracy, kappa and
+    balanced accuracy stay over all samples, and a binary task whose positive
+    class is left out has no sensitivity/specificity. Default: every class (training).
     """
 
     with warnings.catch_warnings():
         # Undefined cases (a class never predicted, one class only) are defined as 0 below.
         warnings.simplefilter("ignore")
-        return _metrics(y_true, y_pred, classes, positive_class, prefix)
+        return _metrics(y_true, y_pred, classes, positive_class, prefix, over)
 
 
 def _metrics(
@@ -95,6 +100,7 @@ def _metrics(
     classes: Sequence[str],
     positive_class: str | None,
     prefix: str,
+    over: Sequence[int] | None = None,
 ) -> dict[str, float]:
     from sklearn.metrics import (
         accuracy_score,
@@ -106,7 +112,8 @@ def _metrics(
 
     true = np.asarray(y_true, dtype=np.int64)
     pred = np.asarray(y_pred, dtype=np.int64)
-    labels = list(range(len(classes)))
+    everything = list(range(len(classes)))
+    labels = everything if over is None else sorted(int(i) for i in over)
     precision, recall, f1, support = precision_recall_fscore_support(
         true, pred, labels=labels, average=None, zero_division=0
     )
@@ -123,18 +130,21 @@ def _metrics(
         "macro_precision": macro_p,
         "macro_recall": macro_r,
         "macro_f1": macro_f1,
-        "cohen_kappa": cohen_kappa_score(true, pred, labels=labels),
+        "cohen_kappa": cohen_kappa_score(true, pred, labels=everything),
         "min_class_recall": recall[present].min() if present.any() else 0.0,
     }
     if len(classes) == 2:
         pos = 1 if positive_class is None else list(classes).index(positive_class)
-        out["sensitivity"] = recall[pos]
-        out["specificity"] = specificity[pos]  # TN/(TN+FP) with ``pos`` as the positive class
+        if pos in labels:
+            j = labels.index(pos)
+            out["sensitivity"] = recall[j]
+            out["specificity"] = specificity[j]  # TN/(TN+FP) with ``pos`` as the positive class
     else:
         out["sensitivity"] = macro_r
         out["specificity"] = specificity.mean()
-    metrics = {f"{prefix}{k}": _finite(out[k]) for k in AGGREGATE_METRICS}
-    for i, name in enumerate(metric_class_names(classes)):
+    metrics = {f"{prefix}{k}": _finite(out[k]) for k in AGGREGATE_METRICS if k in out}
+    names = metric_class_names(classes)
+    for i, name in enumerate(names[c] for c in labels):
         metrics[f"{prefix}recall/{name}"] = _finite(recall[i])
         metrics[f"{prefix}precision/{name}"] = _finite(precision[i])
         metrics[f"{prefix}f1/{name}"] = _finite(f1[i])

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hemotune.errors import DataError, UsageError
-from hemotune.trainers.base import Metrics, PreparedData, Report, Trainer, TrialContext
+from hemotune.trainers.base import Metrics, PreparedData, Report, Resolved, Trainer, TrialContext
 from hemotune.trainers.image_classification.metrics import metric_class_names
 from hemotune.trainers.image_classification.models import MODELS
 from hemotune.trainers.image_classification.params import (
@@ -125,6 +125,36 @@ class ImageClassificationTrainer(Trainer):
                     f"best_metric {best!r} names no class of the dataset; classes: "
                     f"{', '.join(metric_class_names(classes))}"
                 )
+
+    def evaluate_details(
+        self, weights: Path, data: PreparedData, split: str, resolved: Resolved, context: TrialContext
+    ) -> dict[str, Any]:
+        """``best.pt`` scored on ``split`` with training's metrics (``evaluate.py``, imported here: torch)."""
+        from hemotune.trainers.image_classification.evaluate import evaluate_classifier
+
+        return evaluate_classifier(Path(weights), data, split, resolved, context)
+
+    def prepare_test_data(
+        self, dataset: Mapping[str, Any], test_path: str | None, params: Mapping[str, Any], cache_dir: Path
+    ) -> PreparedData | None:
+        """``test_path`` as a test-only cache (``hemotune.data.imagefolder.testset``), else the dataset's test split."""
+        from hemotune.data.imagefolder.testset import prepare_test_folder
+        from hemotune.data.prepared import with_test_summary
+
+        training = self.prepare_data(dataset, params, cache_dir)
+        classes = list(training.summary["classes"])
+        if test_path is None:
+            counts = training.summary["counts"].get("test")
+            return None if counts is None else with_test_summary(training, classes, counts)
+        found = prepare_test_folder(dataset, test_path, classes, Path(cache_dir))
+        prepared = PreparedData(
+            path=found.path,
+            fingerprint=found.fingerprint,
+            source=str(test_path),
+            summary={"classes": classes, "num_classes": len(classes), "counts": {"test": dict(found.counts)}},
+            report_path=found.report_path,
+        )
+        return with_test_summary(prepared, classes, found.counts)
 
     def train(self, resolved: Mapping[str, Any], report: Report, context: TrialContext) -> Metrics:
         """Train one resolved configuration in the PyTorch loop (``loop.py``, imported here: it imports torch)."""

@@ -186,23 +186,35 @@ def save_inference_weights(last: Path, target: Path) -> None:
         shutil.copyfile(last, target)
 
 
+def validator_metrics(
+    results: Mapping[str, Any], box: Any, names: Mapping[int, str], split: str = "val"
+) -> dict[str, float]:
+    """mAP50-95, mAP50, P, R and AP50 per class of one Ultralytics validation, as ``<split>/<name>``.
+
+    Training's epoch reports and ``evaluate`` both read a validation this way, so
+    their metric names and values agree. A class without labels in the split has
+    no AP50 (Ultralytics' ``ap_class_index`` holds the classes present).
+    """
+    per_class = f"{split}/" + PER_CLASS_PREFIX.removeprefix("val/")
+    out: dict[str, float] = {
+        f"{split}/mAP50-95": float(results["metrics/mAP50-95(B)"]),
+        f"{split}/mAP50": float(results["metrics/mAP50(B)"]),
+        f"{split}/precision": float(results["metrics/precision(B)"]),
+        f"{split}/recall": float(results["metrics/recall(B)"]),
+    }
+    for i, class_index in enumerate(box.ap_class_index):
+        out[per_class + metric_key(str(names[int(class_index)]))] = float(box.ap50[i])
+    return out
+
+
 def epoch_metrics(trainer: Any, epoch: int) -> dict[str, float]:
     """What one epoch reports, read from the Ultralytics trainer after validation (MLflow-safe names)."""
     results = trainer.metrics
-    out: dict[str, float] = {
-        "epoch": float(epoch),
-        "val/mAP50-95": float(results["metrics/mAP50-95(B)"]),
-        "val/mAP50": float(results["metrics/mAP50(B)"]),
-        "val/precision": float(results["metrics/precision(B)"]),
-        "val/recall": float(results["metrics/recall(B)"]),
-    }
+    out: dict[str, float] = {"epoch": float(epoch)}
+    out.update(validator_metrics(results, trainer.validator.metrics.box, trainer.data["names"]))
     out.update({metric_key(k): float(v) for k, v in results.items() if k.startswith("val/")})
     losses = trainer.label_loss_items(trainer.tloss, "train")
     out.update({metric_key(k): float(v) for k, v in losses.items()})
-    names = trainer.data["names"]
-    box = trainer.validator.metrics.box
-    for i, class_index in enumerate(box.ap_class_index):
-        out[PER_CLASS_PREFIX + metric_key(str(names[int(class_index)]))] = float(box.ap50[i])
     out["lr"] = float(trainer.optimizer.param_groups[0]["lr"])
     out["accumulate_steps"] = float(trainer.accumulate)
     out["effective_batch"] = float(trainer.batch_size * trainer.accumulate)

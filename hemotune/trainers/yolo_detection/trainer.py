@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from hemotune.errors import DataError, TrialConfigurationError, UsageError
-from hemotune.trainers.base import Metrics, ParamSpec, PreparedData, Report, Trainer, TrialContext
+from hemotune.trainers.base import Metrics, ParamSpec, PreparedData, Report, Resolved, Trainer, TrialContext
 from hemotune.trainers.yolo_detection.params import (
     DATASET_FORMATS,
     DATASET_OPTIONS,
@@ -110,6 +110,30 @@ class YoloDetectionTrainer(Trainer):
         options = {k: v for k, v in dataset.items() if k not in ("path", "format") and v is not None}
         data_format = str(dataset.get("format") or "auto")
         return prepare_detection_data(dataset["path"], Path(cache_dir), data_format=data_format, **options)
+
+    def evaluate_details(
+        self, weights: Path, data: PreparedData, split: str, resolved: Resolved, context: TrialContext
+    ) -> dict[str, Any]:
+        """``best.pt`` through Ultralytics' validator on ``split`` (``evaluate.py``, imported here)."""
+        from hemotune.trainers.yolo_detection.evaluate import evaluate_detector
+
+        return evaluate_detector(Path(weights), data, split, resolved, context)
+
+    def prepare_test_data(
+        self, dataset: Mapping[str, Any], test_path: str | None, params: Mapping[str, Any], cache_dir: Path
+    ) -> PreparedData | None:
+        """``test_path`` converted with the training classes (``hemotune.data.detection.testset``), else the
+        dataset's declared test split (VOC ``test.txt``, data.yaml ``test``); ``None`` without either."""
+        from hemotune.data.detection.testset import prepare_detection_test_set
+        from hemotune.data.prepared import with_test_summary
+
+        training = self.prepare_data(dataset, params, cache_dir)
+        classes = list(training.summary["classes"])
+        if test_path is None:
+            counts = training.summary.get("test boxes")
+            return None if counts is None else with_test_summary(training, classes, counts)
+        found = prepare_detection_test_set(test_path, Path(cache_dir), classes)
+        return with_test_summary(found, classes, found.summary["test boxes"])
 
     def train(self, resolved: Mapping[str, Any], report: Report, context: TrialContext) -> Metrics:
         """Train one resolved configuration with Ultralytics, reporting after every epoch (see ``run.py``)."""
