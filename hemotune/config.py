@@ -213,6 +213,8 @@ class SearchSpace:
     overrides: tuple[str, ...] = ()
     search: SearchSettings = field(default_factory=SearchSettings)
     ablation: AblationSettings | None = None
+    #: ``objectives:`` of a multi-objective search (``objective`` is the first); empty for one objective.
+    objectives: tuple[Objective, ...] = ()
 
     def trial_params(self, sampled: Mapping[str, Any]) -> dict[str, Any]:
         """The full parameter set of one trial: fixed values, sampled values, budget epochs, seed."""
@@ -232,7 +234,11 @@ class SearchSpace:
             "preset": self.preset,
             "overrides": list(self.overrides),
             "dataset": self.dataset.as_dict(),
-            "objective": {"metric": self.objective.metric, "mode": self.objective.mode},
+            **(
+                {"objectives": [{"metric": o.metric, "mode": o.mode} for o in self.objectives]}
+                if self.objectives
+                else {"objective": {"metric": self.objective.metric, "mode": self.objective.mode}}
+            ),
             "fixed": dict(self.fixed),
             "parameters": {p.name: p.as_dict() for p in self.parameters},
             "budget": asdict(self.budget),

@@ -47,6 +47,11 @@ def add_parser(sub: Any) -> None:
     )
     best.add_argument("--top", type=int, default=10, metavar="K", help="show the best K trials (default: 10)")
     best.add_argument(
+        "--pareto",
+        action="store_true",
+        help="list the Pareto front of a multi-objective search (its parent run's pareto.json)",
+    )
+    best.add_argument(
         "--export", metavar="DIR", help="write the best trial's weights, metrics.json and a one-trial space"
     )
     best.add_argument(
@@ -71,6 +76,8 @@ def cmd_best(args: argparse.Namespace) -> int:
         )
     client = client_for(uri)
     parent = find_search_run(client, args.search, args.run_id, uri)
+    if args.pareto:
+        return _print_pareto(client, parent)
     selection = rank_children(client, uri, parent, args.metric, args.mode)
     console = common.console()
     console.print(selection_table(selection, args.top))
@@ -90,6 +97,49 @@ def cmd_best(args: argparse.Namespace) -> int:
     if args.register:
         _register(console, client, selection, best, args.register)
     return EXIT_OK
+
+
+def _print_pareto(client: Any, parent: Any) -> int:
+    """``--pareto``: the front the search recorded on its parent run (``pareto.json``), as a table."""
+    from rich.table import Table
+
+    from hemotune.tracking.pareto import read_pareto
+
+    doc = read_pareto(client, parent.run_id)
+    if doc is None:
+        raise UsageError(
+            f"parent run {parent.run_id} of {parent.search} has no pareto.json: "
+            "--pareto needs a multi-objective search (objectives: in its space file)"
+        )
+    metrics = [o["metric"] for o in doc["objectives"]]
+    table = Table(
+        title=f"{parent.search} (parent run {parent.run_id}): Pareto front, "
+        f"{len(doc['front'])} of {doc['trials_considered']} trials"
+    )
+    names = sorted({n for c in doc["front"] for n in c.get("params", {})})
+    for column in (
+        "trial",
+        "run",
+        "epoch",
+        *(f"{o['metric']} ({o['mode']})" for o in doc["objectives"]),
+        *names,
+    ):
+        table.add_column(column)
+    for c in doc["front"]:
+        table.add_row(
+            str(c["trial_id"]),
+            str(c.get("run_id") or "-"),
+            str(c.get("epoch", "-")),
+            *[f"{float(c['values'][m]):.4f}" for m in metrics],
+            *[_format(c.get("params", {}).get(n, "")) for n in names],
+        )
+    table.caption = doc.get("rule")
+    common.console().print(table)
+    return EXIT_OK
+
+
+def _format(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _tracking_uri(args: argparse.Namespace) -> str:

@@ -111,6 +111,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     outcome = run_search(space, settings, announce=lambda message: console.print(message))
     _print_outcome(console, outcome, space)
     _print_ablation(console, outcome, settings)
+    _print_pareto(console, outcome, settings)
     if outcome.interrupted:
         console.print(
             f"[yellow]search interrupted[/]: continue with `{resume_command(space.name, args.results_dir)}`",
@@ -126,10 +127,12 @@ def header_lines(space: SearchSpace) -> list[str]:
     preset = f", preset {space.preset}" if space.preset else ""
     scheduler = getattr(getattr(space, "search", None), "scheduler", "asha")
     rungs = f"; ASHA grace {b.grace_period} / reduction {b.reduction_factor:g}" if scheduler == "asha" else ""
+    objectives = getattr(space, "objectives", ()) or (space.objective,)
+    named = ", ".join(f"{o.metric} ({o.mode})" for o in objectives)
     return [
         f"[bold]{space.name}[/] ({space.trainer}{preset}): "
         f"{b.num_samples} trials x {b.epochs} epochs, {b.max_concurrent} at a time",
-        f"  objective {space.objective.metric} ({space.objective.mode}); "
+        f"  {'objectives' if len(objectives) > 1 else 'objective'} {named}; "
         f"{space.resources.cpu:g} CPU + {space.resources.gpu:g} GPU per trial{rungs}",
     ]
 
@@ -206,4 +209,17 @@ def _print_ablation(console: Console, outcome: SearchOutcome, settings: RunSetti
         console.print(summary.read_text(), markup=False, highlight=False, soft_wrap=True)
         console.print(
             f"ablation summary: {summary} and {summary.with_suffix('.json')} (also on the parent run)"
+        )
+
+
+def _print_pareto(console: Console, outcome: SearchOutcome, settings: RunSettings) -> None:
+    """A multi-objective search's Pareto front (``pareto.md``, written at its end), when it has one."""
+    from hemotune.tuning.state import local_dir
+
+    path = outcome.experiment_path
+    front = local_dir(path, settings.local_dir / Path(path).name) / "pareto.md"
+    if front.exists():
+        console.print(front.read_text(), markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            f"pareto front: {front.with_suffix('.json')} (also on the parent run; children tagged hemotune.pareto=true)"
         )

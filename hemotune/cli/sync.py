@@ -35,6 +35,14 @@ def cmd_sync(args: argparse.Namespace) -> int:
         f"{summary['epochs_filled']} epochs filled in, {summary['runs_created']} runs created, "
         f"closed {summary['runs_closed']}, {len(summary['orphans_retired'])} orphaned runs retired"
     )
+    if "rebuilt" in summary:
+        recovered = sum(len(names) for names in summary["recovered"].values())
+        console.print(
+            f"rebuilt the MLflow tree on {summary['rebuilt']['tracking_uri']}: new parent run "
+            f"{summary['rebuilt']['parent_run_id']} (recorded for --resume), {recovered} trial artifacts "
+            "recovered from Tune's trial folders",
+            soft_wrap=True,
+        )
     if "resume" in summary:
         console.print(
             f"[yellow]interrupted[/]: its driver ({summary['driver']}) is gone; the parent run and "

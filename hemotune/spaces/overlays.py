@@ -20,6 +20,7 @@ TOP_LEVEL_KEYS = (
     "trainer",
     "dataset",
     "objective",
+    "objectives",
     "fixed",
     "parameters",
     "budget",

@@ -17,13 +17,13 @@ from hemotune.errors import SpaceValidationError
 from hemotune.spaces.ablation import check_ablation
 from hemotune.spaces.checker import Checker
 from hemotune.spaces.conditions import check_conditions, drop_inactive_points
+from hemotune.spaces.objectives import check_objective_sections
 from hemotune.spaces.overlays import TOP_LEVEL_KEYS
-from hemotune.spaces.search_section import check_search
+from hemotune.spaces.search_section import check_sampler_objectives, check_search
 from hemotune.spaces.sections import (
     check_budget,
     check_dataset,
     check_fixed,
-    check_objective,
     check_parameters,
     check_points,
     check_resources,
@@ -80,7 +80,7 @@ def validate_space(
     check = Checker(source)
     name, description = _check_header(check, raw, source)
     trainer = _check_trainer(check, raw)
-    objective = check_objective(check, raw, trainer)
+    objective, objectives = check_objective_sections(check, raw, trainer)
     dataset = check_dataset(check, raw, trainer, check_data=check_data)
     fixed = check_fixed(check, raw, trainer)
     parameters = check_conditions(check, raw, check_parameters(check, raw, trainer, fixed))
@@ -91,6 +91,7 @@ def validate_space(
     seed = check_seed(check, raw)
     points = drop_inactive_points(parameters, check_points(check, raw, parameters))
     search = check_search(check, raw, parameters, budget)
+    check_sampler_objectives(check, search, len(objectives))
     if search.sampler == "grid":  # a grid runs exactly its points x repeats
         budget = dataclasses.replace(budget, num_samples=max(1, len(search.grid_arms) * search.grid_repeats))
     ablation = check_ablation(check, raw, search, objective, trainer)
@@ -115,4 +116,5 @@ def validate_space(
         overrides=tuple(overrides),
         search=search,
         ablation=ablation,
+        objectives=objectives,
     )

@@ -76,7 +76,8 @@ class SyntheticCurvesTrainer(Trainer):
     dataset_options = {
         "expect_files": ParamSpec("int", "minimum number of files the folder must hold", low=0)
     }
-    metrics = ("val/score", "train/loss")
+    #: ``val/cost`` is the plateau: a second objective that conflicts with ``val/score`` (Pareto tests).
+    metrics = ("val/score", "train/loss", "val/cost")
     #: Images of the synthetic test split (``prepare_test_data``).
     test_images = 200
     dataset_formats = ("auto", "any")
@@ -165,7 +166,12 @@ class SyntheticCurvesTrainer(Trainer):
             time.sleep(float(resolved.get("seconds_per_epoch", 0.0)))
             self._maybe_fail(resolved, epoch)
             value = self.score(resolved, epoch)
-            metrics = {"epoch": epoch, "val/score": value, "train/loss": 1.0 - value}
+            metrics = {
+                "epoch": epoch,
+                "val/score": value,
+                "train/loss": 1.0 - value,
+                "val/cost": float(resolved.get("plateau", 0.9)),
+            }
             improved = best.update(epoch, metrics)
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             (ckpt_dir / STATE_FILE).write_text(json.dumps({"epoch": epoch, "best": best.state()}))

@@ -54,9 +54,23 @@ def describe_search(space: SearchSpace) -> str:
     if search.sampler == "grid":
         arms = len(search.grid_arms)
         text += f"; grid {arms} points x {search.grid_repeats} repeats = {arms * search.grid_repeats} trials"
+    if space.objectives:
+        text += "; " + describe_objectives(space)
     if space.budget.target is not None:
         text += f"; stops at {space.objective.metric} {'>=' if space.objective.mode == 'max' else '<='} {space.budget.target}"
     return text
+
+
+def describe_objectives(space: SearchSpace) -> str:
+    """The objectives of a multi-objective search and which one early stopping uses (or that it is off)."""
+    names = ", ".join(f"{o.metric} ({o.mode})" for o in space.objectives)
+    scheduler = space.search.scheduler
+    stopping = (
+        "early stopping off (scheduler none)"
+        if scheduler == "none"
+        else f"early stopping ({scheduler}) on the first, {space.objective.metric}"
+    )
+    return f"{len(space.objectives)} objectives {names}, Pareto front at the end; {stopping}"
 
 
 def build_sampler(space: SearchSpace) -> Any:
@@ -105,8 +119,9 @@ def build_searcher(space: SearchSpace, journal: Path | None, *, remote: bool = F
         space=searched,
         param_names=names,
         distributions=_all_distributions(space),
-        metric=space.objective.metric,
-        mode=space.objective.mode,
+        # several objectives: lists, and Optuna's multi-objective study learns from every one
+        metric=[o.metric for o in space.objectives] if space.objectives else space.objective.metric,
+        mode=[o.mode for o in space.objectives] if space.objectives else space.objective.mode,
         points_to_evaluate=points or None,
         sampler=build_sampler(space),
         study_name=STUDY_NAME,

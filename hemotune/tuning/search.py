@@ -37,6 +37,7 @@ from hemotune.tracking import (
     reconcile,
 )
 from hemotune.trainers import get_trainer
+from hemotune.tuning import rebuild
 from hemotune.tuning import state as search_state
 from hemotune.tuning.ablation import summarize_ablation
 from hemotune.tuning.driver import (
@@ -45,6 +46,7 @@ from hemotune.tuning.driver import (
     refuse_resume_beside_live_driver,
     refuse_sync_unless_driver_gone,
 )
+from hemotune.tuning.pareto import summarize_pareto
 from hemotune.tuning.samplers import dashboard_command, describe_search, journal_path, target_reached
 from hemotune.tuning.session import ray_session, refuse_unplaceable_local_trial
 from hemotune.tuning.trial import TrialJob
@@ -101,9 +103,12 @@ def run_search(
             f"the dataset changed since {tune_experiment} started "
             f"({state['dataset_hash'][:12]} -> {prepared.fingerprint[:12]}); resume needs the same data"
         )
+    if state is not None:  # a new, empty MLflow server after head loss: a new parent (rebuild.py)
+        rebuild.adopt_lost_tree(space, settings, state, experiment_path, prepared)
     tracking = open_search_tracking(space, settings, prepared, tune_experiment, experiment_path, state)
     if state is None:
         state = search_state.new_state(space, tune_experiment, prepared, tracking)
+        state["mlflow_experiment"] = settings.mlflow_experiment  # a rebuilt tree goes to the same one
     state["status"] = "running"
     state["driver"] = driver_record()  # `hemotune sync` tells a killed driver from a live one by it
     search_state.write_state(experiment_path, state)
@@ -290,6 +295,7 @@ def _finish(
     tracking.record_ranking(markdown, finished=finished)
     report_after_search(space, experiment_path, local_dir, tracking, search_state.read_state(experiment_path))
     summarize_ablation(space, records, local_dir, tracking)  # ablation.json/.md of an `ablation:` grid
+    summarize_pareto(space, records, local_dir, tracking)  # pareto.json/.md of an `objectives:` search
     return SearchOutcome(
         name=space.name,
         tune_experiment=tune_experiment,
@@ -337,14 +343,23 @@ def sync_search(name: str, settings: RunSettings, *, force: bool = False) -> dic
     driver_gone = state.get("status") == "running"
     if driver_gone and not force:
         refuse_sync_unless_driver_gone(state, experiment_path)
-    tracking = SearchTracking(
-        settings.tracking_uri or state["tracking_uri"], state["experiment_id"], state["parent_run_id"]
+    # A parent run unknown to the server (a new one after head loss): a new tree, ids in the state file.
+    tracking, rebuilding = rebuild.tracking_for_sync(
+        space, settings, state, experiment_path, lambda: _prepare(space, settings)
     )
     info = _trial_run_info(space, tracking, state["tune_experiment"], state["dataset_hash"])
-    records, finished, report, _ = _reconcile_experiment(space, info, experiment_path)
-    summary = {"experiment_path": experiment_path, "trials": len(records), "finished": finished}
+    records, finished, report, resolved = _reconcile_experiment(space, info, experiment_path)
+    summary: dict[str, Any] = {"experiment_path": experiment_path, "trials": len(records)}
+    summary["finished"] = finished
+    resume = resume_command(space.name, settings.results_dir)
+    if rebuilding:  # the parent's own records, as the end of `hemotune search` writes them
+        summary["recovered"] = rebuild.recover_trial_artifacts(
+            tracking, experiment_path, records, resolved, state["data_path"]
+        )
+        _finish(space, settings, tracking, info, experiment_path, state["tune_experiment"])
+        rebuild.close_rebuilt(tracking, state, experiment_path, finished=finished, resume_hint=resume)
+        summary["rebuilt"] = {"tracking_uri": tracking.tracking_uri, "parent_run_id": tracking.parent_run_id}
     if driver_gone:
-        resume = resume_command(space.name, settings.results_dir)
         orphans = tracking.close_interrupted(resume)  # runs of trials Tune's saved state never knew
         summary.update(interrupted_runs=report.runs_closed.get("KILLED", 0) + orphans, resume=resume)
         summary["driver"] = describe(state.get("driver"))

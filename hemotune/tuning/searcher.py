@@ -94,27 +94,31 @@ class ResumableOptunaSearch(OptunaSearch):
             pass
         result = result or {}
         config = {n: result[f"config/{n}"] for n in self.param_names if f"config/{n}" in result}
-        value = result.get(self.metric)
-        if not config or value is None:
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]  # several objectives
+        values: list[Any] = [result.get(metric) for metric in metrics]
+        if not config or any(value is None for value in values):
             log.warning(
                 "trial %s was restored without a searcher record; Optuna does not learn from it", trial_id
             )
             return
         try:
-            self._record_restored(config, float(value), error)
+            self._record_restored(config, [float(value) for value in values], error)
         except (
             Exception
         ) as exc:  # a config outside the space, a NaN: the sampler simply does not learn from it
             log.warning("could not add restored trial %s to the Optuna study: %s", trial_id, exc)
 
-    def _record_restored(self, config: Mapping[str, Any], value: float, error: bool) -> None:
-        """Tell the study's orphaned running trial with this config, else add the trial as evaluated."""
+    def _record_restored(self, config: Mapping[str, Any], values: list[float], error: bool) -> None:
+        """Tell the study's orphaned running trial with this config, else add the trial as evaluated.
+
+        ``values``: one per objective (a single-objective study is told a float).
+        """
         import optuna
         from optuna.trial import TrialState
 
         study: Any = self._ot_study
         state = TrialState.FAIL if error else TrialState.COMPLETE
-        told = None if error else value
+        told: Any = None if error else (values if len(values) > 1 else values[0])
         for number in self._orphans:
             if dict(study.get_trials(deepcopy=False)[number].params) == dict(config):
                 self._orphans.remove(number)
@@ -123,6 +127,10 @@ class ResumableOptunaSearch(OptunaSearch):
         distributions = {name: self.distributions[name] for name in config}
         study.add_trial(
             optuna.trial.create_trial(
-                state=state, value=told, params=dict(config), distributions=distributions
+                state=state,
+                value=told if len(values) == 1 else None,
+                values=told if len(values) > 1 else None,
+                params=dict(config),
+                distributions=distributions,
             )
         )

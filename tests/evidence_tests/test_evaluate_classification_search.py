@@ -77,3 +77,11 @@ def test_evaluate_classification_search_on_an_independent_test_folder(
     verdict = comparison["verdict"]
     assert verdict.startswith(("better than", "worse than", "not distinguishable")), verdict
     assert "test/accuracy" in comparison["differences"]
+    # the classifier's per-image correctness makes the paired bootstrap over test images available:
+    # its point estimate is the median seed's test-accuracy difference over the 24 images
+    images = comparison["bootstrap_images"]
+    assert images["available"] and images["images"] == 24, images
+    seed = str(images["seed"])
+    (name,) = doc["comparisons"]
+    accuracy = {a: doc["arms"][a]["per_seed"][seed]["test/accuracy"] for a in (name, doc["baseline"])}
+    assert abs(images["mean"] - (accuracy[name] - accuracy[doc["baseline"]])) < 1e-9

@@ -177,7 +177,8 @@ def test_the_parent_run_holds_what_the_readme_documents(search: tuple[SearchOutc
         for m in mlflow_client(outcome.tracking_uri).get_metric_history(best_run.info.run_id, "val/score")
     ]
     assert parent.data.metrics["best/val/score"] == max(best_history) == outcome.best.best_value
-    assert set(parent.data.metrics) == {"best/val/score", "val/score", "train/loss"}  # and its best epoch's
+    # and its best epoch's metrics
+    assert set(parent.data.metrics) == {"best/val/score", "val/score", "train/loss", "val/cost"}
 
     client = mlflow_client(outcome.tracking_uri)
     assert sorted(_artifacts(client, parent.info.run_id)) == [
@@ -186,6 +187,7 @@ def test_the_parent_run_holds_what_the_readme_documents(search: tuple[SearchOutc
         "data/data_report.md",
         "data/summary.yaml",
         "ranking.md",
+        "report.html",
     ]
     local = Path(client.download_artifacts(parent.info.run_id, "", str(tmp / "parent_artifacts")))
     assert yaml.safe_load((local / "config/search_space.yaml").read_text()) == space.as_dict()

@@ -124,6 +124,13 @@ def evaluate_classifier(
         "macro_over": [classes[i] for i in present],
         "confusion_matrix": confusion(y_true, y_pred, len(classes)).tolist(),
         "metrics": metrics,
+        # per test image: 1 if predicted right, else 0 (the paired bootstrap over images of
+        # ``hemotune evaluate`` resamples these: a bootstrap of the accuracy difference)
+        "per_image": {
+            path: float(t == q)
+            for path, t, q in zip(splits[split].paths, y_true.tolist(), y_pred.tolist(), strict=True)
+        },
+        "per_image_metric": "accuracy",
     }
     write_details(Path(context.workdir) / "evaluation", details)
     return details
