@@ -33,6 +33,18 @@ def write(tmp_path: Path, doc: dict | str, name: str = "space.yaml") -> Path:
     return path
 
 
+#: Synthetic-trainer points with known outcomes: a good curve, a bad one, one that fails at epoch 2,
+#: and the parameters that sample around them (the ASHA and report searches use them).
+GOOD = {"lr": 0.01, "plateau": 1.0, "fail_at_epoch": 0}
+BAD = {"lr": 1.0e-5, "plateau": 0.2, "fail_at_epoch": 0}
+FAILING = {"lr": 0.01, "plateau": 0.9, "fail_at_epoch": 2}
+CURVE_PARAMETERS = {
+    "lr": {"type": "float", "low": 1.0e-5, "high": 1.0, "log": True},
+    "plateau": {"type": "float", "low": 0.2, "high": 1.0},
+    "fail_at_epoch": {"type": "categorical", "choices": [0, 2]},
+}
+
+
 def synthetic_space_file(tmp_path: Path, name: str = "synthetic_test", **updates: Any) -> Path:
     """A copy of tests/spaces/synthetic.yaml with top-level sections updated (dicts merge)."""
     doc = yaml.safe_load(SYNTHETIC.read_text())

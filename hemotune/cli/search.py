@@ -110,8 +110,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     settings = _run_settings(args)
     outcome = run_search(space, settings, announce=lambda message: console.print(message))
     _print_outcome(console, outcome, space)
-    _print_ablation(console, outcome, settings)
-    _print_pareto(console, outcome, settings)
+    _print_summaries(console, outcome, settings)
     if outcome.interrupted:
         console.print(
             f"[yellow]search interrupted[/]: continue with `{resume_command(space.name, args.results_dir)}`",
@@ -147,14 +146,20 @@ def _search_space(args: argparse.Namespace, console: Console) -> SearchSpace:
         space, path = load_resumable_space(args.results_dir, _space_name(args.space))
         console.print(f"resuming [bold]{path}[/] with the space it was started with")
         return space
-    return load_space(
-        args.space,
-        preset=args.preset,
-        sets=args.sets,
-        data=args.data,
-        num_samples=args.num_samples,
-        max_concurrent=args.max_concurrent,
-    )
+    overlays = {
+        "preset": args.preset,
+        "sets": args.sets,
+        "data": args.data,
+        "num_samples": args.num_samples,
+        "max_concurrent": args.max_concurrent,
+    }
+    # A trial larger than this machine is refused before the dataset is looked at (a missing
+    # dataset would otherwise hide it); run_search checks it again and for --address.
+    from hemotune.tuning.session import refuse_unplaceable_local_trial
+
+    unchecked = load_space(args.space, check_data=False, **overlays)
+    refuse_unplaceable_local_trial(unchecked.resources, _run_settings(args))
+    return load_space(args.space, **overlays)
 
 
 def _run_settings(args: argparse.Namespace) -> RunSettings:
@@ -199,27 +204,21 @@ def _print_outcome(console: Console, outcome: SearchOutcome, space: SearchSpace)
     )
 
 
-def _print_ablation(console: Console, outcome: SearchOutcome, settings: RunSettings) -> None:
-    """An ablation search's summary (``ablation.md``, written at its end), when it has one."""
+#: Summaries some searches end with: file in the search folder, and what the closing line says.
+END_SUMMARIES = (
+    ("ablation.md", "ablation summary: {md} and {json} (also on the parent run)"),
+    ("pareto.md", "pareto front: {json} (also on the parent run; children tagged hemotune.pareto=true)"),
+)
+
+
+def _print_summaries(console: Console, outcome: SearchOutcome, settings: RunSettings) -> None:
+    """An ablation search's summary and a multi-objective search's Pareto front, when written at its end."""
     from hemotune.tuning.state import local_dir
 
     path = outcome.experiment_path
-    summary = local_dir(path, settings.local_dir / Path(path).name) / "ablation.md"
-    if summary.exists():
-        console.print(summary.read_text(), markup=False, highlight=False, soft_wrap=True)
-        console.print(
-            f"ablation summary: {summary} and {summary.with_suffix('.json')} (also on the parent run)"
-        )
-
-
-def _print_pareto(console: Console, outcome: SearchOutcome, settings: RunSettings) -> None:
-    """A multi-objective search's Pareto front (``pareto.md``, written at its end), when it has one."""
-    from hemotune.tuning.state import local_dir
-
-    path = outcome.experiment_path
-    front = local_dir(path, settings.local_dir / Path(path).name) / "pareto.md"
-    if front.exists():
-        console.print(front.read_text(), markup=False, highlight=False, soft_wrap=True)
-        console.print(
-            f"pareto front: {front.with_suffix('.json')} (also on the parent run; children tagged hemotune.pareto=true)"
-        )
+    folder = local_dir(path, settings.local_dir / Path(path).name)
+    for name, closing in END_SUMMARIES:
+        summary = folder / name
+        if summary.exists():
+            console.print(summary.read_text(), markup=False, highlight=False, soft_wrap=True)
+            console.print(closing.format(md=summary, json=summary.with_suffix(".json")), soft_wrap=True)

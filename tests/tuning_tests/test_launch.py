@@ -33,18 +33,22 @@ def _search(args: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess[str
     return proc, time.monotonic() - start
 
 
+@pytest.mark.parametrize("with_data", [True, False], ids=["with-data", "acceptance-command-no-data"])
 def test_a_trial_larger_than_the_machine_exits_2_at_once_naming_resources_cpu(
-    tmp_path: Path, bccd_dir: Path
+    tmp_path: Path, bccd_dir: Path, with_data: bool
 ) -> None:
-    """The README's command asking 64 CPUs per trial on this machine: exit 2 within seconds, no Ray, no run."""
+    """The README's command asking 64 CPUs per trial on this machine: exit 2 within seconds, no Ray, no run.
+
+    Without ``--data`` (the issue's exact command, run where ``data/bccd`` does not exist) the
+    resources are refused first: a missing dataset does not hide a trial that could never start.
+    """
     startup = _startup_s()
     proc, elapsed = _search(
         [
             "bcd_loss_weights",
             "--preset",
             "smoke",
-            "--data",
-            str(bccd_dir),
+            *(["--data", str(bccd_dir)] if with_data else []),
             "--set",
             "resources.cpu=64",
             "--results-dir",

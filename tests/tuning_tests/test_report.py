@@ -16,7 +16,16 @@ from typing import Any
 
 import pytest
 from chromium import render
-from helpers import REPO, mlflow_client, search_tree, synthetic_space_file
+from helpers import (
+    BAD,
+    CURVE_PARAMETERS,
+    FAILING,
+    GOOD,
+    REPO,
+    mlflow_client,
+    search_tree,
+    synthetic_space_file,
+)
 from PIL import Image, ImageStat
 
 from hemotune.config import RunSettings
@@ -26,9 +35,6 @@ from hemotune.tuning import SearchOutcome, run_search
 
 pytestmark = pytest.mark.slow
 
-GOOD = {"lr": 0.01, "plateau": 1.0, "fail_at_epoch": 0}
-BAD = {"lr": 1.0e-5, "plateau": 0.2, "fail_at_epoch": 0}
-FAILING = {"lr": 0.01, "plateau": 0.9, "fail_at_epoch": 2}
 #: Run ``hemotune report`` and prove it never imported Ray.
 NO_RAY = "import sys; from hemotune.cli import main; rc = main(sys.argv[1:]); assert 'ray' not in sys.modules; sys.exit(rc)"
 
@@ -41,11 +47,7 @@ def search(tmp_path_factory: pytest.TempPathFactory) -> tuple[SearchOutcome, Any
         tmp,
         name="report_test",
         fixed={"seconds_per_epoch": 0.0},
-        parameters={
-            "lr": {"type": "float", "low": 1.0e-5, "high": 1.0, "log": True},
-            "plateau": {"type": "float", "low": 0.2, "high": 1.0},
-            "fail_at_epoch": {"type": "categorical", "choices": [0, 2]},
-        },
+        parameters=CURVE_PARAMETERS,
         budget={
             "num_samples": 5,
             "max_concurrent": 1,

@@ -11,16 +11,12 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import epoch_steps, search_tree, synthetic_space_file
+from helpers import BAD, CURVE_PARAMETERS, FAILING, GOOD, epoch_steps, search_tree, synthetic_space_file
 
 from hemotune.config import RunSettings
 from hemotune.offline import CLOSED_LOOPBACK_PROXY, local_ray_env
 from hemotune.spaces import load_space
 from hemotune.tuning import SearchOutcome, run_search
-
-GOOD = {"lr": 0.01, "plateau": 1.0, "fail_at_epoch": 0}
-BAD = {"lr": 1.0e-5, "plateau": 0.2, "fail_at_epoch": 0}
-FAILING = {"lr": 0.01, "plateau": 0.9, "fail_at_epoch": 2}
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +27,7 @@ def asha_search(tmp_path_factory: pytest.TempPathFactory) -> tuple[SearchOutcome
         tmp,
         name="asha_test",
         fixed={"seconds_per_epoch": 0.0},
-        parameters={
-            "lr": {"type": "float", "low": 1.0e-5, "high": 1.0, "log": True},
-            "plateau": {"type": "float", "low": 0.2, "high": 1.0},
-            "fail_at_epoch": {"type": "categorical", "choices": [0, 2]},
-        },
+        parameters=CURVE_PARAMETERS,
         budget={
             "num_samples": 4,
             "max_concurrent": 1,
