@@ -157,8 +157,9 @@ def _search_space(args: argparse.Namespace, console: Console) -> SearchSpace:
     # dataset would otherwise hide it); run_search checks it again and for --address.
     from hemotune.tuning.session import refuse_unplaceable_local_trial
 
-    unchecked = load_space(args.space, check_data=False, **overlays)
-    refuse_unplaceable_local_trial(unchecked.resources, _run_settings(args))
+    need = load_space(args.space, check_data=False, **overlays).resources
+    if need.gpu > 0 or need.cpu > (args.num_cpus or os.cpu_count() or 1):  # else it fits: no Ray import
+        refuse_unplaceable_local_trial(need, _run_settings(args))
     return load_space(args.space, **overlays)
 
 
