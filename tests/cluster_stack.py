@@ -388,13 +388,25 @@ class ConnectionWatch(threading.Thread):
         while not self.halt.wait(self.interval):
             now = time.monotonic()
             self.longest_gap_s, last = max(self.longest_gap_s, now - last), now
-            for proc in self.processes():
-                with contextlib.suppress(psutil.Error):
-                    for conn in proc.net_connections(kind="inet"):
-                        if conn.raddr and not _is_loopback(conn.raddr.ip):
-                            self.outside.add(f"{proc.pid} {proc.name()} -> {conn.raddr.ip}:{conn.raddr.port}")
-                    self.sampled.add(proc.pid)
+            procs = {proc.pid: proc for proc in self.processes()}
+            # The machine's socket tables read once per sample, each socket's owner found through
+            # /proc/PID/fd: the sockets that one read per process would give (all of the stack's
+            # processes share one network namespace), at about a tenth of the CPU (a round of
+            # per-process reads took about 0.4 s of a core for 50 processes).
+            with contextlib.suppress(psutil.Error):
+                for conn in psutil.net_connections(kind="inet"):
+                    proc = procs.get(conn.pid) if conn.pid is not None else None
+                    if proc is not None and conn.raddr and not _is_loopback(conn.raddr.ip):
+                        remote = f"{conn.raddr.ip}:{conn.raddr.port}"
+                        self.outside.add(f"{conn.pid} {_proc_name(proc)} -> {remote}")
+                self.sampled.update(pid for pid, proc in procs.items() if _alive(proc))
             self.samples += 1
+
+
+def _proc_name(proc: psutil.Process) -> str:
+    with contextlib.suppress(psutil.Error):
+        return proc.name()
+    return "?"
 
 
 def _is_loopback(address: str) -> bool:

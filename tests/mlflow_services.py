@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+#: How long the basic-auth server keeps a successful login (``auth_cache_ttl_seconds``): a test module.
+AUTH_CACHE_TTL_S = 3600
 
 
 def postgres_bin(name: str) -> str | None:
@@ -194,9 +196,13 @@ class BasicAuth:
         self.password = f"hemotune-FAKE-MLFLOWPW-{secrets.token_hex(8)}"
         self.config = root / "basic_auth.ini"
         database_uri = database_uri or f"sqlite:///{root / 'basic_auth.db'}"
+        # auth_cache_ttl_seconds: MLflow's own cache of successful logins (off by default). Without
+        # it every request costs the one-worker server a scrypt password check (0.2-1 s of CPU on
+        # these 2 cores), and the server, not the trials, paces a search. Refusals are never
+        # cached: a wrong or missing password still gets its 401 on every request.
         self.config.write_text(
             f"[mlflow]\ndefault_permission = READ\ndatabase_uri = {database_uri}\n"
-            f"admin_username = {self.admin}\n"
+            f"admin_username = {self.admin}\nauth_cache_ttl_seconds = {AUTH_CACHE_TTL_S}\n"
         )
         self.credentials_file = root / "mlflow-credentials"
         self.credentials_file.write_text(

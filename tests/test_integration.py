@@ -3,13 +3,17 @@
 Each test runs a 2-trial x 2-epoch search of a shipped space (its plumbing preset, shrunk
 further) and checks what a user would check in the MLflow UI: one parent run, one
 nested child run per trial with its sampled params, a finite per-epoch history of the
-objective, the trial's best weights and (classification) confusion matrices.
+objective, the trial's best weights and (classification) confusion matrices. One private
+local Ray serves the module (``ray_session`` reuses a Ray its caller started): each search
+costs its trials, not a Ray start; starting a local Ray is tested by tests/test_offline.py
+and tests/tuning_tests/test_launch.py.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +23,15 @@ from helpers import mlflow_client, search_tree
 from hemotune.config import RunSettings
 from hemotune.spaces import load_space
 from hemotune.tuning import SearchOutcome, run_search
+from hemotune.tuning.session import ray_session
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("shared_ray")]
+
+
+@pytest.fixture(scope="module")
+def shared_ray() -> Iterator[None]:
+    with ray_session(RunSettings(num_cpus=2)):
+        yield
 
 
 def _run(tmp_path: Path, name: str, data: Path, sets: list[str]) -> tuple[SearchOutcome, Any]:

@@ -10,18 +10,25 @@ plumbing use the ``plumbing`` presets instead.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from helpers import mlflow_client, search_tree
 
 from hemotune.config import RunSettings
 from hemotune.spaces import load_space
+from hemotune.trainers import TrialContext
+from hemotune.trainers.registry import get_trainer
 from hemotune.tuning import run_search
+from hemotune.tuning.session import ray_session
 
 pytestmark = pytest.mark.slow
 
@@ -62,6 +69,36 @@ def test_the_readme_detection_smoke_search_learns(tmp_path: Path, bccd_dir: Path
     _, children = search_tree(uri, "bcd_loss_weights")
     values = [run.data.metrics["best/val/mAP50-95"] for run in children]
     assert len(children) == 4 and len(set(values)) > 1 and max(values) > 0.05, values
+    _recomputes_the_validators_map_per_image(best, bccd_dir, tmp_path / "evaluation")
+
+
+def _recomputes_the_validators_map_per_image(best: dict[str, Any], bccd_dir: Path, workdir: Path) -> None:
+    """The image bootstrap's ground, on a model that detects cells (the tiny trainer tests' models are at
+    AP 0): ``objective_on_subset`` over every val image, from the per-image tp/conf/classes the evaluation
+    saved, equals the validator's own mAP50-95 and mAP50, and a half of the images gives another value."""
+    space = load_space("bcd_loss_weights", preset="smoke", data=str(bccd_dir))
+    trainer = get_trainer(space.trainer)
+    data = trainer.prepare_data(space.dataset.as_dict(), space.fixed, Path(os.environ["HEMOTUNE_CACHE_DIR"]))
+    weights = next(Path(w) for w in best["weights"] if w.endswith("best.pt"))
+    resolved = {**best["resolved"], "data": str(data.path)}
+    details = trainer.evaluate_details(weights, data, "val", resolved, TrialContext(workdir=workdir))
+    with np.load(details["per_image_file"], allow_pickle=False) as saved:
+        stats = {k: saved[k] for k in saved.files}
+    everything = np.arange(len(stats["images"]))
+    assert len(everything) == details["images"] > 50
+    for key in ("val/mAP50-95", "val/mAP50"):
+        validator = details["metrics"][key]
+        assert validator > 0.02, (key, validator)
+        assert trainer.objective_on_subset(stats, key, everything) == pytest.approx(validator, abs=1e-6), key
+    half = trainer.objective_on_subset(stats, "val/mAP50", everything[::2])
+    assert half != pytest.approx(details["metrics"]["val/mAP50"], abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def shared_ray() -> Iterator[None]:
+    """One private local Ray for both classification presets (``ray_session`` reuses a Ray its caller started)."""
+    with ray_session(RunSettings(num_cpus=2)):
+        yield
 
 
 @pytest.mark.parametrize(
@@ -74,7 +111,7 @@ def test_the_readme_detection_smoke_search_learns(tmp_path: Path, bccd_dir: Path
     ],
 )
 def test_classification_smoke_presets_learn(
-    tmp_path: Path, name: str, fixture: str, least: float, request: pytest.FixtureRequest
+    shared_ray: None, tmp_path: Path, name: str, fixture: str, least: float, request: pytest.FixtureRequest
 ) -> None:
     """The smoke preset's first two trials (its known points and TPE's first sample), in parallel."""
     data = request.getfixturevalue(fixture)

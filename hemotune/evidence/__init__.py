@@ -12,13 +12,14 @@ Pure numbers (numpy, ``scipy.stats``), no Ray, no MLflow, no trainers:
 from __future__ import annotations
 
 from hemotune.evidence.ablation import analyse_ablation
-from hemotune.evidence.evaluation import SeedResult, analyse_evaluation
+from hemotune.evidence.evaluation import ImageScores, SeedResult, analyse_evaluation
 from hemotune.evidence.markdown import ablation_markdown, evaluation_markdown
 from hemotune.evidence.stats import (
     Estimate,
     bootstrap_mean,
     identical_seed_pairs,
     paired_bootstrap,
+    paired_bootstrap_statistic,
     paired_difference,
     t_interval,
     verdict,
@@ -26,6 +27,7 @@ from hemotune.evidence.stats import (
 
 __all__ = [
     "Estimate",
+    "ImageScores",
     "SeedResult",
     "ablation_markdown",
     "analyse_ablation",
@@ -34,6 +36,7 @@ __all__ = [
     "evaluation_markdown",
     "identical_seed_pairs",
     "paired_bootstrap",
+    "paired_bootstrap_statistic",
     "paired_difference",
     "t_interval",
     "verdict",

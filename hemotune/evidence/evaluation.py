@@ -1,7 +1,8 @@
 """``evaluation.json``: configurations retrained with the same seeds, summarised and compared.
 
 Input: one ``SeedResult`` per (configuration, seed) with its test metrics and, when
-the trainer's evaluation wrote them, per-image scores. Output: a JSON-ready document
+the trainer's evaluation saved per-image statistics, its objective recomputable over any
+resample of the test images (``ImageScores``). Output: a JSON-ready document
 with, per configuration, the mean, standard deviation and t interval of every headline
 metric over seeds; per configuration other than the baseline, the paired difference of
 each headline metric over seeds (t interval), a plain verdict on the objective and a
@@ -11,14 +12,18 @@ with identical metrics, seeds missing from a configuration).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from hemotune.errors import UsageError
 from hemotune.evidence.stats import (
+    RECOMPUTED_RESAMPLES,
     Estimate,
     identical_seed_pairs,
-    paired_bootstrap,
+    paired_bootstrap_statistic,
     paired_difference,
     t_interval,
     verdict,
@@ -28,13 +33,27 @@ NO_PER_IMAGE = "bootstrap over images unavailable: the trainer's evaluation wrot
 
 
 @dataclass(frozen=True)
+class ImageScores:
+    """One evaluation's test images and its objective recomputed over any multiset of them.
+
+    ``score(indices)`` (indices into ``images``, repeats allowed) is the trainer's own
+    computation of the objective on those images (``Trainer.objective_on_subset``: mAP by
+    Ultralytics' ``ap_per_class``, macro-F1 by scikit-learn); over all images it is the
+    evaluation's value. Nothing here knows how it is computed.
+    """
+
+    images: Sequence[str]
+    score: Callable[[np.ndarray], float]
+
+
+@dataclass(frozen=True)
 class SeedResult:
     """One configuration (``arm``) run with one seed: its metrics, per-image scores when known."""
 
     arm: str
     seed: int
     metrics: Mapping[str, float]
-    per_image: Mapping[str, float] | None = None
+    per_image: ImageScores | None = None
     run_id: str | None = None
 
 
@@ -96,7 +115,13 @@ def seed_warnings(arms: Mapping[str, Mapping[int, SeedResult]], metrics: Sequenc
 def image_bootstrap(
     candidate: Mapping[int, SeedResult], baseline: Mapping[int, SeedResult], objective: str
 ) -> dict[str, Any]:
-    """Paired bootstrap over test images for the candidate's median seed (by the objective)."""
+    """Paired bootstrap over test images of the objective's difference, for the candidate's median seed.
+
+    Each resample draws test images with replacement; the same images (by name) go to the
+    candidate and to the baseline of that seed, and each side's objective is recomputed on
+    them (``ImageScores.score``), so the interval is of the objective itself (mAP50-95,
+    macro-F1), not of a per-image proxy.
+    """
     seeds = [
         s for s in sorted(candidate, key=lambda s: candidate[s].metrics.get(objective, 0.0)) if s in baseline
     ]
@@ -104,13 +129,33 @@ def image_bootstrap(
         return {"available": False, "reason": "no seed shared with the baseline"}
     seed = seeds[(len(seeds) - 1) // 2]
     ours, theirs = candidate[seed].per_image, baseline[seed].per_image
-    if not ours or not theirs:
+    if ours is None or theirs is None:
         return {"available": False, "seed": seed, "reason": NO_PER_IMAGE}
-    images = sorted(set(ours) & set(theirs))
+    images = sorted(set(ours.images) & set(theirs.images))
     if len(images) < 2:
         return {"available": False, "seed": seed, "reason": "fewer than 2 test images in common"}
-    estimate = paired_bootstrap([ours[i] for i in images], [theirs[i] for i in images])
-    return {"available": True, "seed": seed, "images": len(images), **estimate.as_dict()}
+    where_ours = {name: i for i, name in enumerate(ours.images)}
+    where_theirs = {name: i for i, name in enumerate(theirs.images)}
+    ia, ib = np.array([where_ours[i] for i in images]), np.array([where_theirs[i] for i in images])
+
+    def difference(idx: np.ndarray) -> float:
+        return ours.score(ia[idx]) - theirs.score(ib[idx])
+
+    try:
+        estimate = paired_bootstrap_statistic(len(images), difference)
+        values = (ours.score(ia), theirs.score(ib))
+    except UsageError as exc:  # the trainer cannot recompute this objective per image
+        return {"available": False, "seed": seed, "reason": f"bootstrap over images unavailable: {exc}"}
+    return {
+        "available": True,
+        "seed": seed,
+        "images": len(images),
+        "statistic": objective,
+        "candidate": values[0],
+        "baseline": values[1],
+        "resamples": RECOMPUTED_RESAMPLES,
+        **estimate.as_dict(),
+    }
 
 
 def compare(

@@ -86,7 +86,9 @@ def evaluation_markdown(doc: Mapping[str, Any]) -> str:
         images = comparison["bootstrap_images"]
         if images.get("available"):
             lines.append(
-                f"  - paired bootstrap over {images['images']} test images, seed {images['seed']}: "
+                f"  - paired bootstrap over {images['images']} test images"
+                f"{' of ' + images['statistic'] + ' recomputed' if images.get('statistic') else ''}"
+                f", seed {images['seed']}: "
                 f"{_number(images['mean'], True)} {_interval(images, True)}"
             )
         else:

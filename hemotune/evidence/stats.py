@@ -118,6 +118,50 @@ def paired_bootstrap(
     return _bootstrap((a, b), mean_difference, confidence, resamples, seed, paired=True)
 
 
+#: Resamples of a bootstrap whose statistic is recomputed from scratch on each resample (mAP or
+#: macro-F1 over test images: one Python call each, not vectorised). 1,000 is the usual minimum for
+#: a percentile interval; one Ultralytics ``ap_per_class`` on 72 images x 300 predictions takes
+#: about 20 ms on one core, so a detection comparison costs about 2 x 1,000 x 20 ms = 40 s.
+RECOMPUTED_RESAMPLES = 1_000
+
+
+def paired_bootstrap_statistic(
+    n: int,
+    statistic: Callable[[np.ndarray], float],
+    *,
+    confidence: float = CONFIDENCE,
+    resamples: int = RECOMPUTED_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> Estimate:
+    """``statistic(indices)`` over all ``n`` items, with a percentile bootstrap over resampled indices.
+
+    For a statistic that is not a mean of per-item values (mAP over test images): each
+    resample draws ``n`` item indices with replacement and ``statistic`` recomputes the value
+    from those items. A paired comparison passes ``statistic(idx) = a(idx) - b(idx)``: both
+    sides see the same items. ``sd`` is the bootstrap standard error.
+    """
+    from scipy import stats
+
+    if n < 1:
+        raise ValueError("no items to bootstrap")
+    point = float(statistic(np.arange(n)))
+    if n < 2:
+        return Estimate(n, point, math.nan, math.nan, math.nan, "bootstrap")
+    result = stats.bootstrap(
+        (np.arange(n),),
+        lambda idx: statistic(np.asarray(idx, dtype=np.int64)),
+        vectorized=False,
+        n_resamples=resamples,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    interval = result.confidence_interval
+    return Estimate(
+        n, point, float(result.standard_error), float(interval.low), float(interval.high), "bootstrap"
+    )
+
+
 def _bootstrap(
     data: tuple[np.ndarray, ...],
     statistic: Callable[..., Any],

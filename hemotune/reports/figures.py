@@ -95,8 +95,12 @@ def study_figures(study: optuna.Study, metric: str, seed: int) -> list[Figure]:
     from optuna.visualization import matplotlib as ovm
 
     evaluator = FanovaImportanceEvaluator(seed=seed)
+    history = draw("history", lambda: ovm.plot_optimization_history(study, target_name=metric))
+    if not any(t.params for t in study.trials):  # a fixed space (one trial): empty plots, and Optuna warns
+        note = "not drawn: the space has no searched parameter"
+        return [history, *(Figure(t, note=note) for t in ("importances", "parallel-coordinates", "slices"))]
     return [
-        draw("history", lambda: ovm.plot_optimization_history(study, target_name=metric)),
+        history,
         draw("importances", lambda: ovm.plot_param_importances(study, evaluator=evaluator)),
         draw("parallel-coordinates", lambda: ovm.plot_parallel_coordinate(study, target_name=metric)),
         draw("slices", lambda: ovm.plot_slice(study, target_name=metric)),

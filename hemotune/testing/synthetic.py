@@ -27,7 +27,15 @@ from typing import Any
 from hemotune.data.prepared import PreparedData
 from hemotune.errors import DataError, UsageError
 from hemotune.metrics import best_key
-from hemotune.trainers.base import COMMON_PARAMS, Metrics, ParamSpec, Report, Trainer, TrialContext
+from hemotune.trainers.base import (
+    COMMON_PARAMS,
+    Metrics,
+    ParamSpec,
+    Report,
+    Trainer,
+    TrialContext,
+    write_per_image,
+)
 
 #: Resolved parameter values, as trainers receive them.
 Values = Mapping[str, Any]
@@ -127,12 +135,17 @@ class SyntheticCurvesTrainer(Trainer):
             return {"metrics": {"val/score": p}, "split": split}
         seed = int(resolved.get("seed", context.seed))
         draws = [random.Random(f"{seed}:{i}").random() for i in range(self.test_images)]
-        per_image = {f"image_{i:04d}": float(u < p) for i, u in enumerate(draws)}
+        right = [float(u < p) for u in draws]
         metrics = {
-            f"{split}/score": sum(per_image.values()) / len(draws),
+            f"{split}/score": sum(right) / len(draws),
             f"{split}/loss": sum(abs(u - p) for u in draws) / len(draws),
         }
-        return {"metrics": metrics, "per_image": per_image, "images": len(draws), "split": split}
+        # test/score is the mean of a per-image score: the base objective_on_subset recomputes it
+        per_image = {"images": [f"image_{i:04d}" for i in range(len(draws))], "score": right}
+        path = write_per_image(
+            context.workdir / "evaluation", split, {**per_image, "metric": f"{split}/score"}
+        )
+        return {"metrics": metrics, "per_image_file": str(path), "images": len(draws), "split": split}
 
     def validate(self, fixed: Mapping[str, Any], searched: Collection[str]) -> list[str]:
         if fixed.get("crash_at_epoch") and not fixed.get("crash_marker_dir"):

@@ -28,7 +28,11 @@ def resolve_tracking_uri(tracking_uri: str | None, local_dir: Path) -> tuple[str
     """
     if tracking_uri:
         return tracking_uri, None
+    from hemotune.config import default_cache_dir
+    from hemotune.tracking.store_template import seed_sqlite_store
+
     local_dir.mkdir(parents=True, exist_ok=True)
+    seed_sqlite_store(local_dir / "mlflow.db", default_cache_dir())  # a copy, not 3.5 s of table creation
     return f"sqlite:///{local_dir / 'mlflow.db'}", (local_dir / "mlartifacts").as_uri()
 
 

@@ -24,21 +24,41 @@ TAG_REBUILT_AT = "hemotune.rebuilt_at"
 TAG_RECOVERED = "hemotune.recovered_artifacts"
 
 
-def parent_run_exists(tracking_uri: str, run_id: str) -> bool:
+def parent_run_exists(tracking_uri: str, run_id: str, experiment: str) -> bool:
     """Whether the server at ``tracking_uri`` knows run ``run_id`` (a new, empty server does not).
 
     Only "no such run" means lost; any other error (unreachable server, 401) is raised,
-    so a transient outage never makes ``hemotune sync`` build a second tree.
+    so a transient outage never makes ``hemotune sync`` build a second tree. MLflow's
+    basic-auth app answers a request for a run it does not have with 403 (so that it
+    tells nobody which run ids exist); the run is then looked for in its experiment
+    ``experiment`` (the search's MLflow experiment, by name), which a user allowed to
+    read it can search.
     """
     from mlflow.exceptions import MlflowException
 
+    client = client_for(tracking_uri)
     try:
-        client_for(tracking_uri).get_run(run_id)
+        client.get_run(run_id)
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             return False
+        if exc.error_code == "PERMISSION_DENIED":
+            return _run_in_experiment(client, run_id, experiment)
         raise
     return True
+
+
+def _run_in_experiment(client: Any, run_id: str, experiment: str) -> bool:
+    """Whether experiment ``experiment`` (by name) holds run ``run_id``; a missing experiment holds none."""
+    from mlflow.entities import ViewType
+
+    found = client.get_experiment_by_name(experiment)  # a 403 here (not allowed to read it) is raised
+    if found is None:
+        return False
+    runs = client.search_runs(
+        [found.experiment_id], filter_string=f"attributes.run_id = '{run_id}'", run_view_type=ViewType.ALL
+    )
+    return bool(runs)
 
 
 def logged_artifact_dirs(client: Any, run_id: str) -> set[str]:

@@ -34,6 +34,7 @@ TAG_BEST_RUN = "hemotune.best_run_id"
 _MAX_PARAM_LEN = 6000
 #: MLflow accepts at most 100 params and 1000 metrics per ``log_batch`` request.
 _PARAMS_PER_BATCH = 100
+_TAGS_PER_BATCH = 100
 METRICS_PER_BATCH = 1000
 
 
@@ -48,12 +49,19 @@ def param_view(params: Mapping[str, Any]) -> dict[str, str]:
     return {metric_key(k): param_value(v) for k, v in params.items()}
 
 
+def metric_rows(
+    metrics: Mapping[str, Any], step: int = 0, timestamp_ms: int | None = None
+) -> list[tuple[str, float, int, int]]:
+    """The finite entries of ``metrics`` as ``(key, value, timestamp ms, step)``: no MLflow import needed."""
+    stamp = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+    return [(k, v, stamp, step) for k, v in finite_metrics(metrics).items()]
+
+
 def metric_entities(metrics: Mapping[str, Any], step: int = 0, timestamp_ms: int | None = None) -> list[Any]:
     """The finite entries of ``metrics`` as MLflow ``Metric`` entities at ``step``."""
     from mlflow.entities import Metric
 
-    stamp = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
-    return [Metric(k, v, stamp, step) for k, v in finite_metrics(metrics).items()]
+    return [Metric(*row) for row in metric_rows(metrics, step, timestamp_ms)]
 
 
 def log_metric_batches(client: Any, run_id: str, metrics: Sequence[Any]) -> None:
@@ -100,12 +108,22 @@ def child_runs(client: Any, experiment_id: str, parent_run_id: str) -> list[Any]
     )
 
 
-def create_child_run(client: Any, info: TrialRunInfo, trial_id: str, trial_name: str) -> Any:
-    """A trial's nested run under the search's parent run, tagged so it can be found again."""
+def create_child_run(
+    client: Any,
+    info: TrialRunInfo,
+    trial_id: str,
+    trial_name: str,
+    extra_tags: Mapping[str, str] | None = None,
+) -> Any:
+    """A trial's nested run under the search's parent run, tagged so it can be found again.
+
+    ``extra_tags`` (a trial's placement tags, ...) are set in the same request.
+    """
     return client.create_run(
         info.experiment_id,
         run_name=trial_name,
         tags={
+            **(extra_tags or {}),
             PARENT_TAG: info.parent_run_id,
             TAG_ROLE: info.role,
             TAG_TRIAL_ID: trial_id,
@@ -114,3 +132,37 @@ def create_child_run(client: Any, info: TrialRunInfo, trial_id: str, trial_name:
             TAG_DATASET: info.dataset_hash,
         },
     )
+
+
+def log_batches(
+    client: Any,
+    run_id: str,
+    *,
+    metrics: list[tuple[str, float, int, int]],
+    params: dict[str, str],
+    tags: dict[str, str],
+) -> None:
+    """Send queued metric rows, params and tags in as few ``log_batch`` requests as MLflow allows.
+
+    Each request's entries leave their queue (the caller's list and dicts) only once it
+    succeeded, so a failure part-way keeps exactly what was not sent. 1000 entities per
+    request, at most 100 of them params and 100 tags.
+    """
+    from mlflow.entities import Metric, Param, RunTag
+
+    while metrics or params or tags:
+        param_keys = list(params)[:_PARAMS_PER_BATCH]
+        tag_keys = list(tags)[:_TAGS_PER_BATCH]
+        room = METRICS_PER_BATCH - len(param_keys) - len(tag_keys)
+        chunk = metrics[:room]
+        client.log_batch(
+            run_id,
+            metrics=[Metric(*row) for row in chunk],
+            params=[Param(k, params[k]) for k in param_keys],
+            tags=[RunTag(k, tags[k]) for k in tag_keys],
+        )
+        del metrics[: len(chunk)]
+        for key in param_keys:
+            params.pop(key)
+        for key in tag_keys:
+            tags.pop(key)

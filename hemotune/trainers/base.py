@@ -163,6 +163,20 @@ def null_report(
 DATASET_KEYS = ("path", "format")
 
 
+def write_per_image(folder: Path, split: str, arrays: Mapping[str, Any]) -> Path:
+    """``<folder>/<split>_per_image.npz``: an evaluation's per-image arrays (``Trainer.objective_on_subset``).
+
+    A plain ``.npz`` (no pickle): numbers and strings only, read back with ``allow_pickle=False``.
+    """
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{split}_per_image.npz"
+    values: dict[str, Any] = {k: np.asarray(v) for k, v in arrays.items()}
+    np.savez_compressed(path, **values)
+    return path
+
+
 class Trainer(ABC):
     """Base class of registered trainers.
 
@@ -274,6 +288,23 @@ class Trainer(ABC):
         classes; one missing from the test set is in ``summary["missing_classes"]``.
         """
         raise UsageError(f"trainer {self.name!r} has no test-split support")
+
+    def objective_on_subset(self, per_image: Mapping[str, Any], metric: str, indices: Any) -> float:
+        """``metric`` recomputed over the test images ``indices`` (repeats allowed: a bootstrap resample).
+
+        ``per_image`` is what ``evaluate_details`` saved (``per_image_file``: arrays, one
+        entry per image under ``images``, in the order ``indices`` refers to). Over all
+        images it gives the evaluation's own value of ``metric``; ``hemotune evaluate``
+        resamples images with it, so its bootstrap is of the objective itself (mAP, macro-F1),
+        not of a per-image proxy. The default: ``metric`` is the mean of a per-image
+        ``score`` saved with the name of that metric. A metric that cannot be recomputed
+        is a ``UsageError``.
+        """
+        import numpy as np
+
+        if "score" not in per_image or str(per_image.get("metric", "")) != metric:
+            raise UsageError(f"trainer {self.name!r} cannot recompute {metric!r} over a subset of images")
+        return float(np.mean(np.asarray(per_image["score"])[np.asarray(indices, dtype=np.int64)]))
 
     def fit(self, params: Mapping[str, Any], report: Report, context: TrialContext | None = None) -> Metrics:
         """Resolve ``params`` (seed: ``params["seed"]``, else the context's) and train them."""

@@ -9,14 +9,41 @@
   callbacks (progress, prompt run closing) and the resumable Optuna searcher.
 
 Ray is imported only inside functions (and by ``callbacks`` and ``searcher``,
-which only a running search imports).
+which only a running search imports). The names below are imported on first use:
+every trial process imports this package (its trainable is ``trial.run_trial``),
+and it should not pay for ``search``'s reports and statistics it never uses.
 """
 
 from __future__ import annotations
 
-from hemotune.tuning.search import SearchOutcome, resolve_trials, run_search, sync_search
-from hemotune.tuning.state import STATE_FILE, find_resumable, load_resumable_space
-from hemotune.tuning.trial import TrialJob, run_trial
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hemotune.tuning.search import SearchOutcome, resolve_trials, run_search, sync_search
+    from hemotune.tuning.state import STATE_FILE, find_resumable, load_resumable_space
+    from hemotune.tuning.trial import TrialJob, run_trial
+
+#: Public name -> the submodule that defines it.
+_HOMES = {
+    "SearchOutcome": "search",
+    "resolve_trials": "search",
+    "run_search": "search",
+    "sync_search": "search",
+    "STATE_FILE": "state",
+    "find_resumable": "state",
+    "load_resumable_space": "state",
+    "TrialJob": "trial",
+    "run_trial": "trial",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's submodule when the name is first used."""
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+
 
 __all__ = [
     "STATE_FILE",

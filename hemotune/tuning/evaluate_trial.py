@@ -5,14 +5,14 @@ calls ``evaluate_trained``: the trainer evaluates the best epoch's weights
 (``<workdir>/weights/best.pt``, where every trainer keeps them) on the test split,
 the test metrics go to the trial's MLflow child run (with the seed as a tag) and to
 Ray Tune as the trial's last result, where ``hemotune evaluate`` reads them without
-MLflow. Per-image scores, when the trainer's ``evaluate_details`` gives them
-(``details["per_image"]``: image -> score), are logged as ``evaluation/per_image.json``
-for the paired bootstrap over images.
+MLflow. Per-image statistics, when the trainer's ``evaluate_details`` saved them
+(``details["per_image_file"]``: an ``.npz`` that ``Trainer.objective_on_subset`` reads),
+are logged as ``evaluation/per_image.npz`` for the paired bootstrap over images; the
+driver recomputes the objective over resampled images from them (``image_scores``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hemotune.data.prepared import PreparedData
+from hemotune.evidence import ImageScores
 from hemotune.tracking import TrialRun
 from hemotune.trainers import Trainer, TrialContext
 from hemotune.trainers.base import Trainer as BaseTrainer
@@ -28,7 +29,7 @@ from hemotune.trainers.base import Trainer as BaseTrainer
 Values = Mapping[str, Any]
 #: Where every trainer keeps the best epoch's weights, under the trial's work folder.
 BEST_WEIGHTS = Path("weights") / "best.pt"
-PER_IMAGE_ARTIFACT = "evaluation/per_image.json"
+PER_IMAGE_ARTIFACT = "evaluation/per_image.npz"
 TAG_SEED = "hemotune.seed"
 
 
@@ -56,12 +57,9 @@ def evaluate_trained(
     details = _details(trainer, weights, _test_data(trainer, test), test.split, resolved, context)
     metrics = {k: float(v) for k, v in details["metrics"].items()}
     run.set_tags({TAG_SEED: int(resolved.get("seed", context.seed))})
-    per_image = details.get("per_image")
-    if isinstance(per_image, Mapping) and per_image:
-        path = context.workdir / "evaluation" / "per_image.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({str(k): float(v) for k, v in per_image.items()}))
-        run.log_artifacts({PER_IMAGE_ARTIFACT: path})
+    per_image = details.get("per_image_file")
+    if per_image and Path(str(per_image)).is_file():
+        run.log_artifacts({PER_IMAGE_ARTIFACT: Path(str(per_image))})
     tune.report(dict(metrics))  # the trial's last result: what `hemotune evaluate` reads back
     return metrics
 
@@ -84,3 +82,13 @@ def _test_data(trainer: Trainer, test: TestJob) -> PreparedData:
     if prepared is None or prepared.fingerprint != test.data.fingerprint:
         raise RuntimeError(f"the test data prepared on {os.uname().nodename} differs from the driver's")
     return prepared
+
+
+def image_scores(trainer: Trainer, per_image: Mapping[str, Any] | None, metric: str) -> ImageScores | None:
+    """The evaluation's test images and ``metric`` recomputed over any resample, by the trainer."""
+    if not per_image or "images" not in per_image:
+        return None
+    return ImageScores(
+        images=[str(name) for name in per_image["images"]],
+        score=lambda indices: trainer.objective_on_subset(per_image, metric, indices),
+    )

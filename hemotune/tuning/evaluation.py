@@ -31,15 +31,16 @@ from hemotune.evidence import SeedResult, analyse_evaluation, evaluation_markdow
 from hemotune.offline import apply_offline_env
 from hemotune.results import TrialRecord, read_trials
 from hemotune.tracking import SearchTracking, TrialRunInfo, reconcile
-from hemotune.tracking.evidence import load_json_artifact, record_evidence
-from hemotune.trainers import get_trainer
+from hemotune.tracking.evidence import load_arrays_artifact, record_evidence
+from hemotune.trainers import Trainer, get_trainer
 from hemotune.tuning import state as search_state
-from hemotune.tuning.evaluate_trial import PER_IMAGE_ARTIFACT, TestJob
+from hemotune.tuning.ablation import summarize_test_ablation
+from hemotune.tuning.evaluate_trial import PER_IMAGE_ARTIFACT, TestJob, image_scores
 from hemotune.tuning.evaluation_plan import (
-    BASELINE,
     EVALUATION_STATE,
     EXPERIMENT_PREFIX,
     EvaluationRequest,
+    baseline_name,
     new_plan,
 )
 from hemotune.tuning.evaluation_plan import trial_configs as planned_configs
@@ -120,9 +121,9 @@ def run_evaluation(
         storage.join(eval_path, EVALUATION_STATE),
         {**plan, "status": "finished" if finished else "interrupted"},
     )
-    results = _seed_results(eval_path, records, tracking)
+    results = _seed_results(records, tracking, get_trainer(space.trainer), plan["objective"])
     document = analyse_evaluation(
-        results, plan["arms"], baseline=BASELINE, objective=plan["objective"], mode=plan["mode"]
+        results, plan["arms"], baseline=baseline_name(plan), objective=plan["objective"], mode=plan["mode"]
     )
     document.update(
         search=space.name,
@@ -135,6 +136,7 @@ def run_evaluation(
     local = search_state.local_dir(search_path, settings.local_dir / Path(search_path).name)
     files = _write_files(local, document, markdown)
     record_evidence(tracking, files, {"hemotune.evaluation": plan["experiment"]})
+    files += summarize_test_ablation(space, results, plan, local, tracking)  # ablation.json's test section
     failed = sum(1 for r in records if r.status == "ERROR")
     return EvaluationOutcome(
         document, markdown, files, eval_path, tracking.tracking_uri, tracking.parent_run_id, failed
@@ -260,9 +262,9 @@ def _fixed_tuner(
 
 
 def _seed_results(
-    eval_path: str, records: Sequence[TrialRecord], tracking: SearchTracking
+    records: Sequence[TrialRecord], tracking: SearchTracking, trainer: Trainer, objective: str
 ) -> list[SeedResult]:
-    """One ``SeedResult`` per finished evaluation trial: its arm, seed, test metrics and per-image scores."""
+    """One ``SeedResult`` per finished evaluation trial: its arm, seed, test metrics, per-image objective."""
     run_ids = tracking.child_run_ids()
     results = []
     for record in records:
@@ -276,7 +278,8 @@ def _seed_results(
             if str(k).startswith("test/") and isinstance(v, (int, float))
         }
         run_id = run_ids.get(record.trial_id)
-        per_image = load_json_artifact(tracking, run_id, PER_IMAGE_ARTIFACT) if run_id else None
+        arrays = load_arrays_artifact(tracking, run_id, PER_IMAGE_ARTIFACT) if run_id else None
+        per_image = image_scores(trainer, arrays, objective)
         results.append(
             SeedResult(str(config.get(ARM_KEY)), int(config.get("seed", 0)), metrics, per_image, run_id)
         )

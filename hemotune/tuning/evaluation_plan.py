@@ -125,6 +125,8 @@ def new_plan(
         raise UsageError(f"--epochs must be >= 1 (got {request.epochs})")
     baseline = baseline_arm(space, records, request.baseline)
     arms = {BASELINE: baseline, **top_arms(rank_trials(records, space, {}), request.top, baseline)}
+    if space.ablation is not None and request.baseline is None:
+        arms = ablation_arms(space)  # the ablation's four arms, by name, on the test split
     return {
         "search": space.name,
         "experiment": f"{EXPERIMENT_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}",
@@ -136,6 +138,26 @@ def new_plan(
         "mode": space.objective.mode,
         "status": "planned",
     }
+
+
+def ablation_arms(space: SearchSpace) -> dict[str, dict[str, Any]]:
+    """An ablation search's evaluation: its baseline, two factors and combined arm (the grid's points).
+
+    Named as in the ``ablation:`` section, baseline first, so ``analyse_ablation`` runs on the test
+    results as on the search's validation results (``tuning.ablation.summarize_test_ablation``).
+    """
+    assert space.ablation is not None
+    ablation = space.ablation
+    points = {arm.name: dict(arm.values) for arm in space.search.grid_arms}
+    order = [ablation.baseline, *ablation.factors, ablation.combined]
+    return {
+        name: {"source": f"grid point {name}", "trial_id": None, "config": points[name]} for name in order
+    }
+
+
+def baseline_name(plan: Mapping[str, Any]) -> str:
+    """The plan's baseline arm: the first (``baseline``, or an ablation's baseline arm)."""
+    return next(iter(plan["arms"]), BASELINE)
 
 
 def trial_configs(plan: Mapping[str, Any]) -> list[dict[str, Any]]:

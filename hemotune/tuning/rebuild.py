@@ -9,8 +9,9 @@ ids in the state file, so that ``hemotune search ... --resume`` continues loggin
 the new tree. Reconciliation then creates one child per trial with every epoch of
 Tune's ``result.json``; ``recover_trial_artifacts`` adds what a Tune trial folder
 still holds (the resolved config, regenerated from the space and the trial's
-params, and the newest kept checkpoint). What lived only in a trial's local work
-folder (``weights/best.*``, per-epoch files such as confusion matrices) is gone.
+params, and the newest kept checkpoint) and every artifact the trial reported
+(``weights/best.*``, the best epoch's files), which each trial copied into its Tune
+folder (``hemotune.tuning.durable``). Searches run before that copy existed lose them.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from hemotune.tracking.rebuild import (
     parent_run_exists,
 )
 from hemotune.tuning import state as search_state
+from hemotune.tuning.durable import recover_from_trial_folder
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ def tracking_for_sync(
 ) -> tuple[SearchTracking, bool]:
     """``(the search's parent run, whether its tree is being rebuilt)`` on the server ``hemotune sync`` uses."""
     uri = settings.tracking_uri or state["tracking_uri"]
-    if parent_run_exists(uri, state["parent_run_id"]):
+    if parent_run_exists(uri, state["parent_run_id"], _experiment_name(space, state)):
         tracking = SearchTracking(uri, state["experiment_id"], state["parent_run_id"])
         return tracking, bool(state.get(PENDING_KEY))
     return _rebuild_parent(space, settings, state, experiment_path, prepare), True
@@ -75,8 +77,13 @@ def adopt_lost_tree(
     artifacts recovered from the trial folders (the state keeps the rebuild pending until then).
     """
     uri = settings.tracking_uri or state["tracking_uri"]
-    if not parent_run_exists(uri, state["parent_run_id"]):
+    if not parent_run_exists(uri, state["parent_run_id"], _experiment_name(space, state)):
         _rebuild_parent(space, settings, state, experiment_path, lambda: prepared)
+
+
+def _experiment_name(space: SearchSpace, state: Mapping[str, Any]) -> str:
+    """The search's MLflow experiment: ``--mlflow-experiment`` as the state file records it, else its name."""
+    return str(state.get("mlflow_experiment") or space.name)
 
 
 def _rebuild_parent(
@@ -160,15 +167,17 @@ def recover_trial_artifacts(
 def _trial_files(
     experiment_path: str, record: TrialRecord, resolved: Mapping[str, Any], tmp: Path
 ) -> dict[str, Path]:
-    """Artifact path -> local copy: the regenerated resolved config and the newest checkpoint, if kept."""
+    """Artifact path -> local copy: the reported artifacts, the regenerated config, the newest checkpoint."""
     config = tmp / "config" / "resolved.yaml"
     config.parent.mkdir(parents=True)
     config.write_text(yaml.safe_dump(_plain(resolved), sort_keys=False))
     files = {"config/resolved.yaml": config}
-    checkpoint = _newest_checkpoint(storage.join(experiment_path, record.trial_name), tmp / "checkpoint")
+    trial_dir = storage.join(experiment_path, record.trial_name)
+    checkpoint = _newest_checkpoint(trial_dir, tmp / "checkpoint")
     if checkpoint is not None:
         files["checkpoint"] = checkpoint
-    return files
+    # The artifacts the trial copied beside its checkpoints (best weights): durable.py
+    return {**recover_from_trial_folder(trial_dir, tmp / "reported"), **files}
 
 
 def _newest_checkpoint(trial_dir: str, dest: Path) -> Path | None:

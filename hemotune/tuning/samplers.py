@@ -130,6 +130,26 @@ def build_searcher(space: SearchSpace, journal: Path | None, *, remote: bool = F
     )
 
 
+def retire_lost_trials(journal: Path) -> int:
+    """Mark as FAIL every study trial still RUNNING in ``journal`` once the search has finished; how many.
+
+    When nothing runs any more, such a trial was asked for a Tune trial that a killed driver
+    lost (suggested after its last saved state, so the resumed search ran another trial in its
+    place). Left RUNNING it would count as a trial in flight for ever (``optuna-dashboard``,
+    the constant liar of TPE).
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    if not journal.exists():
+        return 0
+    study = optuna.load_study(study_name=STUDY_NAME, storage=_journal_storage(journal))
+    lost = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in lost:
+        study.tell(trial.number, state=TrialState.FAIL)
+    return len(lost)
+
+
 def _journal_storage(journal: Path) -> Any:
     """An Optuna ``JournalStorage`` appending to ``journal`` (created with its folder)."""
     from optuna.storages import JournalStorage

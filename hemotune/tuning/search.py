@@ -47,7 +47,13 @@ from hemotune.tuning.driver import (
     refuse_sync_unless_driver_gone,
 )
 from hemotune.tuning.pareto import summarize_pareto
-from hemotune.tuning.samplers import dashboard_command, describe_search, journal_path, target_reached
+from hemotune.tuning.samplers import (
+    dashboard_command,
+    describe_search,
+    journal_path,
+    retire_lost_trials,
+    target_reached,
+)
 from hemotune.tuning.session import ray_session, refuse_unplaceable_local_trial
 from hemotune.tuning.trial import TrialJob
 from hemotune.tuning.tuner import DEFAULT_STATE_PERIOD_S, build_tuner, restore_tuner
@@ -281,6 +287,8 @@ def _finish(
 ) -> SearchOutcome:
     """Reconcile MLflow with Tune, rank, export the best trial and record it on the parent run."""
     records, finished, _, resolved = _reconcile_experiment(space, info, experiment_path)
+    if finished and space.parameters:  # nothing runs now: a study trial still RUNNING was lost with a driver
+        retire_lost_trials(journal_path(experiment_path, settings.local_dir / Path(experiment_path).name))
     ranking = rank_trials(records, space, tracking.child_run_ids())
     best = ranking[0] if ranking and ranking[0].best_value is not None else None
     local_dir = search_state.local_dir(experiment_path, settings.local_dir / Path(experiment_path).name)

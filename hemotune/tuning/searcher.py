@@ -19,8 +19,9 @@ when a search runs: it imports Ray and Optuna.
 
 from __future__ import annotations
 
+import json
 import logging
-import shutil
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,10 @@ from typing import Any
 from ray.tune.search.optuna import OptunaSearch
 
 log = logging.getLogger(__name__)
-#: The journal's copy beside the searcher state of a remote experiment.
-JOURNAL_SNAPSHOT = "optuna_journal.snapshot.log"
+#: The journal's copy beside the searcher state of a remote experiment: a JSON document holding its
+#: text, because a restoring driver gets only the ``.json`` and ``.pkl`` files of the experiment folder
+#: from storage (Ray Tune 2.60, ``sync_down_experiment_state``); a ``.log`` copy never came back.
+JOURNAL_SNAPSHOT = "optuna_journal.snapshot.json"
 
 
 class ResumableOptunaSearch(OptunaSearch):
@@ -57,14 +60,17 @@ class ResumableOptunaSearch(OptunaSearch):
     def save(self, checkpoint_path: str) -> None:
         super().save(checkpoint_path)
         if self.snapshot_journal and Path(self.snapshot_journal).exists():
-            shutil.copyfile(self.snapshot_journal, Path(checkpoint_path).parent / JOURNAL_SNAPSHOT)
+            target = Path(checkpoint_path).parent / JOURNAL_SNAPSHOT
+            partial = target.with_name(f".{target.name}.partial")  # never a half-written snapshot
+            partial.write_text(json.dumps({"optuna_journal": Path(self.snapshot_journal).read_text()}))
+            os.replace(partial, target)
 
     def restore(self, checkpoint_path: str) -> None:
         snapshot = Path(checkpoint_path).parent / JOURNAL_SNAPSHOT
         journal = Path(self.snapshot_journal) if self.snapshot_journal else None
         if journal is not None and not journal.exists() and snapshot.exists():  # resumed on another machine
             journal.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(snapshot, journal)
+            journal.write_text(json.loads(snapshot.read_text())["optuna_journal"])
         super().restore(checkpoint_path)
         self._orphans = self._running_unknown_trials()
 
@@ -79,9 +85,16 @@ class ResumableOptunaSearch(OptunaSearch):
         return [trial.number for trial in running if trial.number not in known]
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        from optuna.exceptions import UpdateFinishedTrialError
+
         try:
             super().on_trial_result(trial_id, result)
         except KeyError:  # a trial this searcher never suggested (see the module docstring)
+            return
+        except UpdateFinishedTrialError:
+            # The journal finished this trial after the searcher state was saved: the driver died
+            # before its next save, and the resumed trial redoes its last epochs. The study keeps
+            # its first outcome (the repeated tell is refused and logged by OptunaSearch).
             return
 
     def on_trial_complete(

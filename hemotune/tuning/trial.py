@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -24,7 +24,10 @@ from hemotune.spaces.conditions import inactive_names
 from hemotune.tracking import TrialRun, TrialRunInfo, use_credentials
 from hemotune.tracking.runs import TAG_ERROR
 from hemotune.trainers import Trainer, TrialContext
-from hemotune.tuning.evaluate_trial import TestJob, evaluate_trained
+from hemotune.tuning.durable import copy_to_trial_folder
+
+if TYPE_CHECKING:  # pragma: no cover - imported when an evaluation trial runs (it imports numpy)
+    from hemotune.tuning.evaluate_trial import TestJob
 
 
 @dataclass(frozen=True)
@@ -76,11 +79,13 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
     )
     resolved = trainer.resolve(params)
     inactive = inactive_names(job.conditional, config)
-    run.log_params({k: v for k, v in resolved.items() if k not in inactive})
-    run.set_tags({**_placement_tags(), **({"hemotune.arm": arm} if arm is not None else {})})
-    config_file = workdir / "resolved.yaml"
-    config_file.write_text(yaml.safe_dump(_plain(resolved), sort_keys=False))
-    run.log_artifacts({"config/resolved.yaml": config_file})
+    with run.held():  # queued, then sent together while training starts (tracking/trial.py)
+        run.log_params({k: v for k, v in resolved.items() if k not in inactive})
+        run.set_tags({**_placement_tags(), **({"hemotune.arm": arm} if arm is not None else {})})
+        config_file = workdir / "resolved.yaml"
+        config_file.write_text(yaml.safe_dump(_plain(resolved), sort_keys=False))
+        run.log_artifacts({"config/resolved.yaml": config_file})
+    run.flush_in_background()
     restored = tune.get_checkpoint()
     try:
         with restored.as_directory() if restored else contextlib.nullcontext(None) as resume_dir:
@@ -96,6 +101,8 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
             )
             summary = trainer.train(resolved, _reporter(run), trial_context)
             if job.test is not None:  # `hemotune evaluate`: the best weights on the test split too
+                from hemotune.tuning.evaluate_trial import evaluate_trained
+
                 summary = {**summary, **evaluate_trained(trainer, job.test, resolved, trial_context, run)}
     except Exception as exc:
         run.set_tags({TAG_ERROR: f"{type(exc).__name__}: {exc}"})
@@ -106,7 +113,10 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
 
 
 def _reporter(run: TrialRun) -> Any:
-    """The trainer's ``report``: each epoch to MLflow (buffered) and to Tune (with its checkpoint)."""
+    """The trainer's ``report``: each epoch to MLflow (buffered) and to Tune (with its checkpoint).
+
+    Its artifacts also go to the trial's Tune folder before Tune hears of the epoch.
+    """
     from ray import tune
 
     def report(
@@ -118,6 +128,7 @@ def _reporter(run: TrialRun) -> Any:
         run.log_epoch(metrics)
         if artifacts:
             run.log_artifacts(artifacts)
+            copy_to_trial_folder(artifacts)  # outlives the head and its MLflow server (durable.py)
         tune_checkpoint = tune.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None
         tune.report(dict(metrics), checkpoint=tune_checkpoint)
 

@@ -360,7 +360,8 @@ def test_a_worker_node_lost_mid_trial_costs_one_trial_at_most_one_epoch(
             assert driver.alive(), driver.output()[-3000:]
             return False
 
-        wait_for(a_trial_is_midway, 120, "a trial at epoch 3")
+        # (every poll is 3-4 requests to the one-worker MLflow server the trials log to: not too often)
+        wait_for(a_trial_is_midway, 120, "a trial at epoch 3", interval=0.5)
         node = stack.ray.name_of(victim["node_id"])
         assert node in ("node1", "node2"), victim
         killed_ip = stack.ray.ip[node]
@@ -652,7 +653,7 @@ def test_nothing_talked_to_an_address_off_loopback(stack: Stack, searched: list[
     """Every socket of every process of the module (services, Ray nodes and workers, drivers) stayed on loopback.
 
     The watch must have looked: since the stack started it took at least a quarter of the samples
-    its interval allows (a round over every process takes about as long as the interval), never
+    its interval allows (a round, one read of the socket tables, takes a fraction of it), never
     paused more than 5 s, and it sampled every driver and every node of the module while they lived.
     """
     watch = stack.watch

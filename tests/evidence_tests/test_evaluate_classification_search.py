@@ -77,11 +77,14 @@ def test_evaluate_classification_search_on_an_independent_test_folder(
     verdict = comparison["verdict"]
     assert verdict.startswith(("better than", "worse than", "not distinguishable")), verdict
     assert "test/accuracy" in comparison["differences"]
-    # the classifier's per-image correctness makes the paired bootstrap over test images available:
-    # its point estimate is the median seed's test-accuracy difference over the 24 images
+    # the classifier's per-image labels and predictions make the paired bootstrap over test images
+    # available, of the objective itself: its point estimate is the median seed's test macro-F1
+    # difference over the 24 images, recomputed by scikit-learn as training computes it
     images = comparison["bootstrap_images"]
-    assert images["available"] and images["images"] == 24, images
+    assert images["available"] and images["images"] == 24 and images["statistic"] == "test/macro_f1", images
     seed = str(images["seed"])
     (name,) = doc["comparisons"]
-    accuracy = {a: doc["arms"][a]["per_seed"][seed]["test/accuracy"] for a in (name, doc["baseline"])}
-    assert abs(images["mean"] - (accuracy[name] - accuracy[doc["baseline"]])) < 1e-9
+    f1 = {a: doc["arms"][a]["per_seed"][seed]["test/macro_f1"] for a in (name, doc["baseline"])}
+    assert abs(images["candidate"] - f1[name]) < 1e-9 and abs(images["baseline"] - f1[doc["baseline"]]) < 1e-9
+    assert abs(images["mean"] - (f1[name] - f1[doc["baseline"]])) < 1e-9
+    assert images["low"] <= images["mean"] <= images["high"]

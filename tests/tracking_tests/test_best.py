@@ -2,7 +2,9 @@
 
 One module-scoped pair of real synthetic searches (two executions of the same space in one
 results folder, so there is a latest parent run and an earlier one) serves every slow test;
-``hemotune best`` reads them from the embedded SQLite store exactly as a user would.
+``hemotune best`` reads them from the embedded SQLite store exactly as a user would. The
+searches, and the export test's rerun, share one private local Ray (``ray_session`` reuses a
+Ray its caller started): each costs its trials, not a Ray start.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from hemotune.config import RunSettings
 from hemotune.spaces import load_space, validate_space
 from hemotune.spaces.fixed import logged_value, single_trial_document
 from hemotune.tuning import SearchOutcome, run_search
+from hemotune.tuning.session import ray_session
 
 NAME = "best_test"
 PROBE = textwrap.dedent(
@@ -51,8 +55,11 @@ class Searches:
 
 
 @pytest.fixture(scope="module")
-def searches(tmp_path_factory: pytest.TempPathFactory) -> Searches:
-    """Two executions of one synthetic search (4 trials, then 3) under one results folder."""
+def searches(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Searches]:
+    """Two executions of one synthetic search (4 trials, then 3) under one results folder.
+
+    The module's Ray stays up until its last test (the export test reruns a trial in it).
+    """
     root = tmp_path_factory.mktemp("best")
     space_file = synthetic_space_file(
         root,
@@ -62,16 +69,17 @@ def searches(tmp_path_factory: pytest.TempPathFactory) -> Searches:
     )
     results = root / "results"
     outcomes = []
-    for execution, samples in (("a", 4), ("b", 3)):
-        settings = RunSettings(
-            results_dir=str(results),
-            local_dir=results,
-            num_cpus=2,
-            show_progress=False,
-            experiment_name=f"{NAME}-{execution}",
-        )
-        outcomes.append(run_search(load_space(str(space_file), num_samples=samples), settings))
-    return Searches(root, results, outcomes[0].tracking_uri, outcomes[0], outcomes[1])
+    with ray_session(RunSettings(num_cpus=2)):
+        for execution, samples in (("a", 4), ("b", 3)):
+            settings = RunSettings(
+                results_dir=str(results),
+                local_dir=results,
+                num_cpus=2,
+                show_progress=False,
+                experiment_name=f"{NAME}-{execution}",
+            )
+            outcomes.append(run_search(load_space(str(space_file), num_samples=samples), settings))
+        yield Searches(root, results, outcomes[0].tracking_uri, outcomes[0], outcomes[1])
 
 
 def _children_sorted(uri: str, parent_run_id: str, metric: str, order: str) -> list[Any]:

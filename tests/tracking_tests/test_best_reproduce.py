@@ -4,12 +4,14 @@ A tiny real search per trainer (pbc8 classification; BCCD detection with the plu
 then the exported ``weights/best.pt`` is evaluated on the validation split with
 ``Trainer.evaluate``: every ``val/...`` metric it returns must equal the value the run logged at its best epoch,
 and the objective its ``best/<objective>`` (within 1e-3, for classification and, as the
-validator's rounding allows, for detection).
+validator's rounding allows, for detection). Both searches run in one private local Ray
+(``ray_session`` reuses a Ray its caller started): each costs its trials, not a Ray start.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,9 @@ from hemotune.config import RunSettings
 from hemotune.spaces import load_space
 from hemotune.trainers import TrialContext, get_trainer
 from hemotune.tuning import run_search
+from hemotune.tuning.session import ray_session
+
+pytestmark = pytest.mark.usefixtures("shared_ray")
 
 TINY_PBC = [
     "dataset.max_images_per_class=8",
@@ -32,6 +37,12 @@ TINY_PBC = [
     "budget.num_samples=2",
     "budget.epochs=2",
 ]
+
+
+@pytest.fixture(scope="module")
+def shared_ray() -> Iterator[None]:
+    with ray_session(RunSettings(num_cpus=2)):
+        yield
 
 
 def _search_export_evaluate(

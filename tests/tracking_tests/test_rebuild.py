@@ -124,7 +124,7 @@ def test_sync_rebuilds_the_whole_tree_on_a_new_empty_server(tmp: Path) -> None:
             files = artifact_paths(client, run.info.run_id)
             assert "config/resolved.yaml" in files
             assert any(f.startswith("checkpoint/checkpoint_") and f.endswith("/state.json") for f in files)
-            assert not any(f.startswith("weights/") for f in files)  # lived only in the lost work folder
+            assert "weights/best.json" in files  # the trial copied it into its Tune folder (durable.py)
         assert not [r for r in client.search_runs([parent.info.experiment_id]) if r.info.status == "RUNNING"]
 
         # the state file names the new tree (a later --resume logs there)

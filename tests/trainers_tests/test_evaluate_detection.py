@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from hemotune.data.detection import read_voc, write_yolo
 from hemotune.errors import UsageError
+from hemotune.evidence import SeedResult, analyse_evaluation
 from hemotune.trainers import TrialContext
 from hemotune.trainers.yolo_detection import YoloDetectionTrainer
+from hemotune.tuning.evaluate_trial import image_scores
 
 TRAINER = YoloDetectionTrainer()
 BCCD_CLASSES = ["RBC", "WBC", "Platelets"]
@@ -120,3 +124,51 @@ def test_a_split_the_data_lacks_is_a_usage_error_naming_the_dataset(
     resolved = TRAINER.resolve({"imgsz": 64, "batch": 4, "data": str(data.path)})
     with pytest.raises(UsageError, match=f"dataset {bccd_dir} .* has no test split; it has: train, val"):
         TRAINER.evaluate(tmp_path / "unused.pt", data, "test", resolved, TrialContext(workdir=tmp_path))
+
+
+@pytest.mark.slow
+def test_the_saved_per_image_statistics_recompute_the_validators_map_and_feed_the_bootstrap(
+    trained: dict[str, Any], tmp_path: Path
+) -> None:
+    """Over all images, ``objective_on_subset`` (Ultralytics' ``ap_per_class`` on the saved per-image
+    tp/conf/pred_cls/target_cls) gives the validator's own mAP50-95, mAP50, P, R and AP50; the
+    statistics of ``hemotune evaluate`` built from them hold a paired bootstrap with a finite CI.
+
+    At this tiny scale every AP is 0, so the per-image association is checked on the labels too:
+    each image's targets are exactly the boxes of its label file, class by class.
+    """
+    details = TRAINER.evaluate_details(
+        trained["weights"], trained["data"], "val", trained["resolved"], TrialContext(workdir=tmp_path)
+    )
+    with np.load(details["per_image_file"], allow_pickle=False) as saved:
+        stats = {k: saved[k] for k in saved.files}
+    n = len(stats["images"])
+    assert n == details["images"] == 6 and len(set(stats["images"].tolist())) == n
+    assert stats["tp"].shape == (len(stats["conf"]), 10) and len(stats["conf"]) > 0
+    for i, name in enumerate(stats["images"]):
+        labels = Path(trained["data"].path) / Path(str(name).replace("images", "labels", 1)).with_suffix(
+            ".txt"
+        )
+        boxes = sorted(int(line.split()[0]) for line in labels.read_text().splitlines() if line.strip())
+        assert sorted(stats["target_cls"][stats["target_image"] == i].astype(int).tolist()) == boxes, name
+    everything = np.arange(n)
+    for key in ("val/mAP50-95", "val/mAP50", "val/precision", "val/recall", "val/AP50/WBC"):
+        value = TRAINER.objective_on_subset(stats, key, everything)
+        print(f"{key}: validator {details['metrics'][key]!r}, recomputed {value!r}")
+        assert value == pytest.approx(details["metrics"][key], abs=1e-6), key
+    # the same set twice doubles every count: the same mAP
+    twice = TRAINER.objective_on_subset(stats, "val/mAP50", np.concatenate([everything, everything]))
+    assert twice == pytest.approx(details["metrics"]["val/mAP50"], abs=1e-6)
+
+    scores = image_scores(TRAINER, stats, "val/mAP50-95")
+    assert scores is not None and list(scores.images) == stats["images"].tolist()
+    results = [
+        SeedResult(arm, 0, {"val/mAP50-95": details["metrics"]["val/mAP50-95"]}, scores) for arm in "ab"
+    ]
+    started = time.perf_counter()
+    doc = analyse_evaluation(results, {"a": {}, "b": {}}, baseline="a", objective="val/mAP50-95", mode="max")
+    print(f"paired image bootstrap, {n} images: {time.perf_counter() - started:.1f} s")
+    images = doc["comparisons"]["b"]["bootstrap_images"]
+    assert images["available"] and images["images"] == n and images["statistic"] == "val/mAP50-95"
+    assert math.isfinite(images["low"]) and math.isfinite(images["high"])
+    assert images["low"] <= images["mean"] <= images["high"]

@@ -36,6 +36,7 @@ from hemotune.spaces import load_space
 from hemotune.testing.synthetic import SyntheticCurvesTrainer
 from hemotune.trainers import register_trainer
 from hemotune.tuning import SearchOutcome, run_search
+from hemotune.tuning.session import ray_session
 
 NAME = "claims_test"
 SEED = 11
@@ -234,10 +235,11 @@ def test_tpe_suggestions_are_reproduced_by_the_seed(
 ) -> None:
     first, first_file, _ = search
     runs = [(first, first_file)]
-    for folder, seed in ((tmp_path / "same", SEED), (tmp_path / "other", SEED + 1)):
-        folder.mkdir()
-        space_file = _space_file(folder, seed=seed)
-        runs.append((_search(folder, space_file), space_file))
+    with ray_session(RunSettings(num_cpus=2)):  # one Ray start for both (the first search had its own)
+        for folder, seed in ((tmp_path / "same", SEED), (tmp_path / "other", SEED + 1)):
+            folder.mkdir()
+            space_file = _space_file(folder, seed=seed)
+            runs.append((_search(folder, space_file), space_file))
     configs = [_sampled(outcome, space_file) for outcome, space_file in runs]
     assert len(configs[0]) == BUDGET["num_samples"]
     assert configs[1] == configs[0]  # same space, same seed: the same configs, in the same order

@@ -26,7 +26,7 @@ import torch
 from hemotune.data.imagefolder import load_prepared
 from hemotune.data.prepared import PreparedData
 from hemotune.errors import UsageError
-from hemotune.trainers.base import TrialContext
+from hemotune.trainers.base import TrialContext, write_per_image
 from hemotune.trainers.image_classification.batches import split_tensors
 from hemotune.trainers.image_classification.loop import evaluate as predict
 from hemotune.trainers.image_classification.metrics import (
@@ -124,15 +124,20 @@ def evaluate_classifier(
         "macro_over": [classes[i] for i in present],
         "confusion_matrix": confusion(y_true, y_pred, len(classes)).tolist(),
         "metrics": metrics,
-        # per test image: 1 if predicted right, else 0 (the paired bootstrap over images of
-        # ``hemotune evaluate`` resamples these: a bootstrap of the accuracy difference)
-        "per_image": {
-            path: float(t == q)
-            for path, t, q in zip(splits[split].paths, y_true.tolist(), y_pred.tolist(), strict=True)
-        },
-        "per_image_metric": "accuracy",
     }
-    write_details(Path(context.workdir) / "evaluation", details)
+    folder = Path(context.workdir) / "evaluation"
+    write_details(folder, details)
+    # per test image its label and prediction: ``hemotune evaluate`` resamples the images and
+    # recomputes the objective (macro-F1, ...) with ``classification_metrics`` (``subset_metric``)
+    per_image = {
+        "images": [str(p) for p in splits[split].paths],
+        "y_true": y_true,
+        "y_pred": np.asarray(y_pred, dtype=np.int64),
+        "classes": classes,
+        "over": present if missing else list(range(len(classes))),
+        "positive_class": setup.positive_class or "",
+    }
+    details["per_image_file"] = str(write_per_image(folder, split, per_image))
     return details
 
 

@@ -134,6 +134,12 @@ class ImageClassificationTrainer(Trainer):
 
         return evaluate_classifier(Path(weights), data, split, resolved, context)
 
+    def objective_on_subset(self, per_image: Mapping[str, Any], metric: str, indices: Any) -> float:
+        """``metric`` over images ``indices`` from their labels and predictions (``metrics.subset_metric``)."""
+        from hemotune.trainers.image_classification.metrics import subset_metric
+
+        return subset_metric(per_image, metric, indices)
+
     def prepare_test_data(
         self, dataset: Mapping[str, Any], test_path: str | None, params: Mapping[str, Any], cache_dir: Path
     ) -> PreparedData | None:

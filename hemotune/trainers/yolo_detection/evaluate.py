@@ -13,6 +13,10 @@ The model's class names must be the data's, in order (a test set prepared by
 ``prepare_test_data`` is converted with the training classes, so they are). A
 class without boxes in the split has no AP50 and is not in Ultralytics' mAP: it
 is reported (``missing_classes``; ``map_over`` lists the classes averaged).
+
+Each image's validator statistics (``per_image.py``) are saved beside the details as
+``<split>_per_image.npz`` (``per_image_file``): ``hemotune evaluate`` recomputes mAP
+over resamples of the test images from them, with Ultralytics' ``ap_per_class``.
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ import yaml
 
 from hemotune.data.prepared import PreparedData
 from hemotune.errors import UsageError
-from hemotune.trainers.base import TrialContext
+from hemotune.trainers.base import TrialContext, write_per_image
 from hemotune.trainers.yolo_detection.args import trial_data_yaml
 from hemotune.trainers.yolo_detection.params import DEFAULTS
 from hemotune.trainers.yolo_detection.patches import ultralytics_session
+from hemotune.trainers.yolo_detection.per_image import per_image_validator, stack_stats
 from hemotune.trainers.yolo_detection.run import validator_metrics
 
 log = logging.getLogger(__name__)
@@ -61,6 +66,7 @@ def evaluate_detector(
     if not Path(weights).is_file():
         raise UsageError(f"weights file not found: {weights}")
     values = {**DEFAULTS, **dict(resolved)}
+    per_image: list[dict[str, Any]] = []
     configure_ultralytics()
     with ultralytics_session():
         from ultralytics import YOLO
@@ -73,6 +79,7 @@ def evaluate_detector(
                 "prepare the test set with the training classes (prepare_test_data)"
             )
         results = model.val(
+            validator=per_image_validator(per_image),
             data=str(data_yaml),
             split=split,
             imgsz=int(values["imgsz"]),
@@ -97,7 +104,7 @@ def evaluate_detector(
             ", ".join(missing),
             ", ".join(classes[i] for i in present),
         )
-    details = {
+    details: dict[str, Any] = {
         "split": split,
         "weights": str(weights),
         "data": str(data.source),
@@ -108,4 +115,7 @@ def evaluate_detector(
     }
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{split}.json").write_text(json.dumps(details, indent=2))
+    stats = stack_stats(per_image, classes, Path(data.path))
+    details["per_image_file"] = str(write_per_image(folder, split, stats))
+    details["images"] = len(per_image)
     return details

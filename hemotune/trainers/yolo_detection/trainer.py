@@ -119,6 +119,12 @@ class YoloDetectionTrainer(Trainer):
 
         return evaluate_detector(Path(weights), data, split, resolved, context)
 
+    def objective_on_subset(self, per_image: Mapping[str, Any], metric: str, indices: Any) -> float:
+        """mAP50-95, mAP50, P, R or AP50 over images ``indices``, by Ultralytics' ``ap_per_class`` (``per_image.py``)."""
+        from hemotune.trainers.yolo_detection.per_image import detection_metric
+
+        return detection_metric(per_image, metric, indices)
+
     def prepare_test_data(
         self, dataset: Mapping[str, Any], test_path: str | None, params: Mapping[str, Any], cache_dir: Path
     ) -> PreparedData | None:
