@@ -154,6 +154,24 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def as_mlflow_user(stack: Stack) -> Iterator[Stack]:
+    """This process reads MLflow as the stack's hemotune user (drivers and nodes get none of it:
+    ``stack.env``); the caller's MLflow credentials come back, and the stack is stopped and removed."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    os.environ.update(stack.auth.user_env() if stack.auth else {})
+    try:
+        yield stack
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        stack.stop()
+        stack.remove()
+
+
 def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.2) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -63,6 +63,41 @@ def synthetic_space_file(tmp_path: Path, name: str = "synthetic_test", **updates
     return path
 
 
+#: The four arms of the synthetic ablation grid (plateau x optimizer): baseline, two factors, both.
+ABLATION_ARMS = {
+    "baseline": {"plateau": 0.6, "optimizer": "SGD"},
+    "bigger": {"plateau": 0.8, "optimizer": "SGD"},
+    "adam": {"plateau": 0.6, "optimizer": "AdamW"},
+    "both": {"plateau": 0.8, "optimizer": "AdamW"},
+}
+ABLATION = {"baseline": "baseline", "factors": ["bigger", "adam"], "combined": "both"}
+
+
+def ablation_space_file(tmp_path: Path, name: str, repeats: int) -> Path:
+    """A synthetic grid over ABLATION_ARMS with an ``ablation:`` section, ``repeats`` seeds per arm."""
+    path = synthetic_space_file(
+        tmp_path,
+        name=name,
+        parameters={
+            "plateau": {"type": "categorical", "choices": [0.6, 0.8]},
+            "optimizer": {"type": "categorical", "choices": ["SGD", "AdamW"]},
+        },
+        fixed={"lr": 0.01, "best_lr": 0.01, "rate": 0.6, "seconds_per_epoch": 0.0, "seed_noise": 0.02},
+        points_to_evaluate=[],
+        budget={"epochs": 2, "grace_period": 2, "max_concurrent": 2},
+        search={
+            "sampler": "grid",
+            "scheduler": "none",
+            "grid": {"points": ABLATION_ARMS, "repeats": repeats},
+        },
+        ablation=ABLATION,
+    )
+    doc = yaml.safe_load(path.read_text())
+    doc["parameters"].pop("lr")  # fixed here: the grid varies plateau and optimizer only
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
 def mlflow_client(uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 

@@ -40,7 +40,7 @@ from chaos_schedule import (
     tune_statuses,
     write_figures,
 )
-from cluster_stack import Service, Stack
+from cluster_stack import Service, Stack, as_mlflow_user
 from helpers import epoch_steps, mlflow_client
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.chaos]
@@ -101,18 +101,10 @@ def test_a_seeded_chaos_run_loses_no_trial(tmp_path: Path, request: pytest.Fixtu
     stack = Stack()
     figures: dict[str, Any] = {"seed": seed, "trials": SAMPLES, "epochs": EPOCHS, "epoch_s": EPOCH_S}
     figures["stack_start_s"] = round(time.time() - began, 1)
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
-    os.environ.update(stack.auth.user_env() if stack.auth else {})  # this process reads MLflow as the user
     try:
-        _run_and_check(stack, tmp_path, rng, schedule, figures)
+        with as_mlflow_user(stack):  # this process reads MLflow as the user
+            _run_and_check(stack, tmp_path, rng, schedule, figures)
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        stack.stop()
-        stack.remove()
         figures["test_s"] = round(time.time() - began, 1)
         write_figures(
             Path(os.environ["HEMOTUNE_CHAOS_JSON"]) if os.environ.get("HEMOTUNE_CHAOS_JSON") else None,

@@ -26,7 +26,7 @@ module left behind run a small search first if no other test has.
 from __future__ import annotations
 
 import json
-import os
+import math
 import re
 import signal
 import sys
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_stack import Service, Stack, wait_for
+from cluster_stack import Service, Stack, as_mlflow_user, wait_for
 from helpers import REPO, epoch_steps, mlflow_client, search_tree, synthetic_space_file
 from mlflow_services import status_of
 
@@ -54,22 +54,13 @@ def cluster() -> Iterator[Stack]:
     began = time.time()
     stack = Stack()
     TIMINGS.update(stack.timings, stack_start_s=time.time() - began)
-    # This process reads MLflow as the hemotune user; drivers and nodes get none of it (stack.env).
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
-    os.environ.update(stack.auth.user_env() if stack.auth else {})
     try:
-        yield stack
+        with as_mlflow_user(stack):
+            yield stack
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        stack.stop()
         print(
             f"\ncluster test timings: {json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in TIMINGS.items()})}"
         )
-        stack.remove()
 
 
 @pytest.fixture
@@ -332,6 +323,35 @@ def test_submit_script_runs_a_search_spread_over_nodes_with_state_and_artifacts_
         fetches = [f for f in map(json.loads, log) if f["uri"] == data_uri]  # the cache is the module's
         assert len(fetches) == 1, (cache, fetches)
         assert fetches[0]["downloaded"] == len(DATA_FILES)
+
+
+def test_evaluate_retrains_on_the_cluster_with_address_and_logs_under_the_parent(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """``hemotune evaluate --address`` (issue 8): the spread search's best and its baseline retrained
+    on the worker nodes as a Tune run in S3, each an evaluation child under the search's parent."""
+    name = "dist_spread"
+    test_set = tmp_path / "independent_test"  # the synthetic trainer's test set: any folder (loopback nodes)
+    test_set.mkdir()
+    (test_set / "images.txt").write_text("synthetic test images\n")
+    args = ["evaluate", name, "--top", "1", "--seeds", "1", "--test", str(test_set)]
+    args += search_args(stack, tmp_path / "unused.yaml", tmp_path)[2:-1]  # --address ... --local-dir
+    driver = start_driver(stack, f"{name}-evaluate", args, tmp_path)
+    code = wait_driver(driver, 180)
+    assert code == 0, driver.output()[-4000:]
+    assert "## Compared with the baseline" in driver.output()
+    parent, children = search_tree(stack.mlflow.uri, name)
+    evaluation = [c for c in children if c.data.tags["hemotune.role"] == "evaluation"]
+    assert len(evaluation) == 2 and all(c.info.status == "FINISHED" for c in evaluation)
+    assert all(math.isfinite(c.data.metrics["test/score"]) for c in evaluation)
+    workers = {stack.ray.ip[n] for n in stack.ray.live_workers()}
+    assert {c.data.tags["hemotune.node_ip"] for c in evaluation} <= workers  # the CPU-less head ran none
+    artifacts = {a.path for a in mlflow_client(stack.mlflow.uri).list_artifacts(parent.info.run_id)}
+    assert {"evaluation.json", "evaluation.md"} <= artifacts
+    prefix = experiment_prefix(stack, name)
+    assert any(k.startswith(prefix + "/evaluation-") for k in stack.keys(prefix + "/")), (
+        "no evaluation run in S3"
+    )
 
 
 def test_a_worker_node_lost_mid_trial_costs_one_trial_at_most_one_epoch(

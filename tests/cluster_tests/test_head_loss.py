@@ -24,14 +24,13 @@ of the new PostgreSQL.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_stack import Stack, wait_for
+from cluster_stack import Stack, as_mlflow_user, wait_for
 from head_loss_stack import lose_head, new_head
 from helpers import mlflow_client, search_tree
 from test_cluster import (
@@ -63,21 +62,13 @@ def stack() -> Iterator[Stack]:
     began = time.time()
     stack = Stack()
     TIMINGS.update(stack.timings, stack_start_s=time.time() - began)
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
-    os.environ.update(stack.auth.user_env() if stack.auth else {})
     try:
-        yield stack
+        with as_mlflow_user(stack):
+            yield stack
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        stack.stop()
         print(
             f"\nhead-loss timings: { {k: round(v, 1) if isinstance(v, float) else v for k, v in TIMINGS.items()} }"
         )
-        stack.remove()
 
 
 def artifact_files(client: Any, run_id: str, path: str = "") -> set[str]:

@@ -8,39 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import mlflow_client, search_tree, synthetic_space_file
+from helpers import ABLATION_ARMS, ablation_space_file, mlflow_client, search_tree
 
 from hemotune.cli import main
 from hemotune.errors import SpaceValidationError
 from hemotune.spaces import space_document, validate_space
 
-ARMS = {
-    "baseline": {"plateau": 0.6, "optimizer": "SGD"},
-    "bigger": {"plateau": 0.8, "optimizer": "SGD"},
-    "adam": {"plateau": 0.6, "optimizer": "AdamW"},
-    "both": {"plateau": 0.8, "optimizer": "AdamW"},
-}
-ABLATION = {"baseline": "baseline", "factors": ["bigger", "adam"], "combined": "both"}
+ARMS = ABLATION_ARMS
 
 
 def _grid_space(tmp_path: Path) -> Path:
-    path = synthetic_space_file(
-        tmp_path,
-        name="synthetic_ablation",
-        parameters={
-            "plateau": {"type": "categorical", "choices": [0.6, 0.8]},
-            "optimizer": {"type": "categorical", "choices": ["SGD", "AdamW"]},
-        },
-        fixed={"lr": 0.01, "best_lr": 0.01, "rate": 0.6, "seconds_per_epoch": 0.0, "seed_noise": 0.02},
-        points_to_evaluate=[],
-        budget={"epochs": 2, "grace_period": 2, "max_concurrent": 2},
-        search={"sampler": "grid", "scheduler": "none", "grid": {"points": ARMS, "repeats": 3}},
-        ablation=ABLATION,
-    )
-    doc = yaml.safe_load(path.read_text())
-    doc["parameters"].pop("lr")  # fixed here: the grid varies plateau and optimizer only
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+    return ablation_space_file(tmp_path, "synthetic_ablation", repeats=3)
 
 
 def test_ablation_section_is_validated_and_round_trips(tmp_path: Path) -> None:

@@ -12,37 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from helpers import mlflow_client, search_tree, synthetic_space_file
+from helpers import ABLATION_ARMS, ablation_space_file, mlflow_client, search_tree
 
 from hemotune.cli import main
 
-ARMS = {
-    "baseline": {"plateau": 0.6, "optimizer": "SGD"},
-    "bigger": {"plateau": 0.8, "optimizer": "SGD"},
-    "adam": {"plateau": 0.6, "optimizer": "AdamW"},
-    "both": {"plateau": 0.8, "optimizer": "AdamW"},
-}
+ARMS = ABLATION_ARMS
 
 
 def _grid_space(tmp_path: Path) -> Path:
-    path = synthetic_space_file(
-        tmp_path,
-        name="ablation_test",
-        parameters={
-            "plateau": {"type": "categorical", "choices": [0.6, 0.8]},
-            "optimizer": {"type": "categorical", "choices": ["SGD", "AdamW"]},
-        },
-        fixed={"lr": 0.01, "best_lr": 0.01, "rate": 0.6, "seconds_per_epoch": 0.0, "seed_noise": 0.02},
-        points_to_evaluate=[],
-        budget={"epochs": 2, "grace_period": 2, "max_concurrent": 2},
-        search={"sampler": "grid", "scheduler": "none", "grid": {"points": ARMS, "repeats": 1}},
-        ablation={"baseline": "baseline", "factors": ["bigger", "adam"], "combined": "both"},
-    )
-    doc = yaml.safe_load(path.read_text())
-    doc["parameters"].pop("lr")
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+    return ablation_space_file(tmp_path, "ablation_test", repeats=1)
 
 
 @pytest.mark.slow
