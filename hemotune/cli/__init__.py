@@ -60,6 +60,10 @@ def _command(name: str) -> Callable[[argparse.Namespace], int]:
     return getattr(importlib.import_module(f"hemotune.cli.{module}"), function)
 
 
+#: Commands that read an MLflow server (``search`` logs in through its pre-flight access check).
+READS_MLFLOW = frozenset({"best", "evaluate", "report", "sync"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (errors map to codes as the module says)."""
     parser = build_parser()
@@ -73,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:  # MLflow announces creating its SQLite tables at INFO
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     try:
+        if args.command in READS_MLFLOW:
+            from hemotune.tracking.credentials import use_credentials
+
+            use_credentials()  # MLFLOW_TRACKING_USERNAME/PASSWORD or the HEMOTUNE_MLFLOW_CREDENTIALS file
         return _command(args.command)(args)
     except UsageError as exc:
         print(f"hemotune: error: {exc}", file=sys.stderr)

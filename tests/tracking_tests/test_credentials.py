@@ -114,3 +114,17 @@ def test_search_with_a_group_readable_credentials_file_exits_2_before_anything_r
     assert "may be read by group or others (mode 0644): run `chmod 600" in err
     assert "data:" not in out and "ray tune:" not in out  # refused before the data and before Ray
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("command", ["best", "evaluate", "report", "sync"])
+def test_every_command_that_reads_mlflow_logs_in_from_the_file(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """best/evaluate/report/sync load the credentials file as search does (a 401 otherwise, found on the
+    cluster); a file too open is refused with exit 2 naming it, before any store is read."""
+    monkeypatch.setenv(CREDENTIALS_FILE_VAR, str(credentials_file(tmp_path, mode=0o644)))
+    assert main([command, "nothing_here", "--results-dir", str(tmp_path / "results")]) == 2
+    assert str(tmp_path / "mlflow-credentials") in capsys.readouterr().err
+    monkeypatch.setenv(CREDENTIALS_FILE_VAR, str(credentials_file(tmp_path)))
+    main([command, "nothing_here", "--results-dir", str(tmp_path / "results")])
+    assert os.environ[USERNAME_VAR] == "hemotune" and os.environ[PASSWORD_VAR] == PASSWORD
