@@ -48,7 +48,8 @@ class TrialJob:
     tracking: TrialRunInfo
     objective: str
     mode: str
-    #: Data-loader worker processes per trial: the trial's CPUs minus the one that trains.
+    #: Data-loader worker processes per trial: the trial's CPUs minus the one that trains (Ultralytics'
+    #: loader; the classification trainer keeps its decoded images in memory and starts none).
     num_workers: int = 0
     #: Searched parameters with a ``when:`` condition: absent from a trial's config, they are
     #: inactive there and not logged as MLflow params (the trainer's default applies).

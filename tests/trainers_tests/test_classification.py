@@ -162,7 +162,7 @@ def _epoch(batch: int, steps: int, data: tuple[torch.Tensor, torch.Tensor]) -> t
         return original(*args, **kwargs)
 
     optimizer.step = counting_step  # type: ignore[method-assign]
-    loader = make_loader(data[0], data[1], setup, 3, torch.Generator().manual_seed(5), 0, False)
+    loader = make_loader(data[0], data[1], setup, 3, torch.Generator().manual_seed(5), False)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     train_one_epoch(rt, loader, FocalCrossEntropy(), optimizer, scaler, None)
     return rt, calls
@@ -187,7 +187,7 @@ def test_accumulation_equals_a_bigger_batch_and_handles_the_leftover() -> None:
     torch.manual_seed(0)
     module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 3))
     opt = torch.optim.SGD(module.parameters(), lr=0.5)
-    loader = make_loader(data[0], data[1], odd.setup, 3, torch.Generator().manual_seed(5), 0, False)
+    loader = make_loader(data[0], data[1], odd.setup, 3, torch.Generator().manual_seed(5), False)
     batches = list(loader)
     for window in (batches[:3], batches[3:]):
         x = torch.cat([b[0] for b in window]).float() / 255.0

@@ -53,10 +53,15 @@ def make_loader(
     setup: Setup,
     num_classes: int,
     generator: torch.Generator,
-    num_workers: int,
     pin_memory: bool,
 ) -> DataLoader:
-    """Shuffled (or class-balanced, with replacement) micro-batches of ``setup.batch``, seeded by ``generator``."""
+    """Shuffled (or class-balanced, with replacement) micro-batches of ``setup.batch``, seeded by ``generator``.
+
+    No loader worker processes: the images are already decoded uint8 tensors in memory and
+    augmentation runs on whole batches in the training loop, so a worker would only index and
+    collate, through a queue, what the main process does faster (measured: a 1-worker loader made
+    a 6-epoch resnet18 trial on 2 cores 8% slower, benchmarks/overhead). The batches are the same.
+    """
     dataset = TensorDataset(images, labels)
     sampler: RandomSampler | WeightedRandomSampler
     if setup.balanced_sampling:
@@ -71,7 +76,7 @@ def make_loader(
         batch_size=setup.batch,
         sampler=sampler,
         drop_last=len(labels) > setup.batch,
-        num_workers=num_workers,
+        num_workers=0,
         pin_memory=pin_memory,
         generator=generator,
     )

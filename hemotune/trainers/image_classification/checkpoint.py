@@ -117,7 +117,7 @@ def write_best(
 
 
 def publish_best(workdir: Path, epoch: int) -> Path:
-    """Copy the best epoch's ``best.pt`` to ``<workdir>/weights/best.pt`` (atomically), where both trainers keep it.
+    """The best epoch's ``best.pt`` as ``<workdir>/weights/best.pt`` (a hard link, else a copy; atomic).
 
     Done after the epoch's report: the logged file in ``best/epoch_NNNN/`` is never
     overwritten while it may still be uploading.
@@ -125,7 +125,12 @@ def publish_best(workdir: Path, epoch: int) -> Path:
     target = workdir / "weights" / "best.pt"
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(".best.pt.tmp")
-    shutil.copyfile(workdir / "best" / f"epoch_{epoch:04d}" / "best.pt", tmp)
+    tmp.unlink(missing_ok=True)
+    source = workdir / "best" / f"epoch_{epoch:04d}" / "best.pt"
+    try:  # a hard link: the same bytes, no copy (the epoch's file is never written again)
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
     os.replace(tmp, target)
     return target
 

@@ -210,7 +210,6 @@ class ClassificationTrial:
             setup,
             len(self.classes),
             loader_generator,
-            self.context.num_workers,
             pin,
         )
         lr = epoch_lr(setup, epoch)
