@@ -32,7 +32,7 @@ def space_doc(spec: dict[str, Any], data_dir: Path) -> dict[str, Any]:
     return {
         "name": "scheduling_bench",
         "description": "Sleep trials: scheduling and start-up cost only.",
-        "trainer": "synthetic_curves",
+        "trainer": spec.get("trainer", "synthetic_curves"),
         "dataset": {"path": str(data_dir)},
         "objective": {"metric": "val/score", "mode": "max"},
         "fixed": {"best_lr": 0.01, "rate": 0.6, "seconds_per_epoch": spec["seconds"]},
@@ -90,6 +90,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     marks["returned"] = time.time()
     figures = measure(spec, outcome.tracking_uri, outcome.parent_run_id, marks)
     figures["driver_peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    figures["tune_start_unix_s"] = round(marks["tune_start"], 3)
     return figures
 
 

@@ -16,7 +16,8 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,11 @@ class TrialRun:
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _held: int = 0
     _background: threading.Thread | None = None
+    #: Calls made while another thread holds the lock (the start-up send, importing MLflow): their
+    #: change to the queues, applied in call order by the next holder. The caller does not wait.
+    _inbox: deque[Callable[[], None]] = field(default_factory=deque)
+    #: Stashed artifact copies so far: each copy gets its own folder, never one being uploaded.
+    _copies: int = 0
 
     @property
     def client(self) -> Any:
@@ -103,13 +109,51 @@ class TrialRun:
         """Send what is queued from a thread, while the trial starts training.
 
         In a new trial process the first send imports MLflow and opens its store (about
-        1.3 s and, for SQLite, 0.9 s more on one core) before it creates the child run:
-        done here, that start-up overlaps the first epoch instead of delaying it. Every
-        later call waits for this send to end (they share one lock), so the order of
-        what reaches MLflow is the order of the calls.
+        2.3 s and, for SQLite, 1 s more on one core; 10 s when 8 trial processes start at once
+        on 2 cores, benchmarks/scheduling/timeline.py) before it creates the child run: done
+        here, that start-up overlaps the first epochs instead of delaying them. A call made
+        meanwhile does not wait: it leaves its change in the inbox, which this thread (or the
+        next call, or ``finish``) applies in call order, so what reaches MLflow is still in the
+        order of the calls. The trial's reporter waits for this send from its second epoch on
+        (``wait_for_background``).
         """
-        self._background = threading.Thread(target=self.flush, name=f"mlflow-{self.trial_id}", daemon=True)
+        self._background = threading.Thread(
+            target=self._background_flush, name=f"mlflow-{self.trial_id}", daemon=True
+        )
         self._background.start()
+
+    def wait_for_background(self) -> None:
+        """Wait until the start-up send (``flush_in_background``) and what was left meanwhile went out.
+
+        The trial's reporter calls this from its second epoch on: the first epoch trains while
+        MLflow starts, and every later epoch is in MLflow before Tune hears of it, so a trial
+        that Tune stops (ASHA, the last epoch) or whose process dies has logged what it reported.
+        """
+        if self._background is not None:
+            self._background.join()
+            self._background = None
+
+    def _background_flush(self) -> None:
+        self.flush()
+        while self._inbox:  # calls made while it sent
+            self.flush()
+
+    def _queue(self, change: Callable[[], None]) -> None:
+        """Apply ``change`` to the queues and send; while another thread sends, leave it in the inbox."""
+        if not self._lock.acquire(blocking=False):
+            self._inbox.append(change)
+            return
+        try:
+            self._drain_inbox()
+            change()
+            self._flush(force=False)
+        finally:
+            self._lock.release()
+
+    def _drain_inbox(self) -> None:
+        """Apply the changes other threads left while this one held the lock (caller holds it)."""
+        while self._inbox:
+            self._inbox.popleft()()
 
     def _ensure_run(self) -> str:
         """The trial's run id: its existing child run (a restarted trial), else a new one."""
@@ -134,41 +178,47 @@ class TrialRun:
         self.run_id = run.info.run_id
         return self.run_id
 
-    # -- buffering API (never raises)
+    # -- buffering API (never raises, never waits for another thread's send)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Queue params (MLflow-safe names); a param the run already has is not logged again."""
-        with self._lock:
-            self._pending_params.update(param_view(params))
-            self.flush()
+        view = param_view(params)
+        self._queue(lambda: self._pending_params.update(view))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Queue tags; a later value of a tag replaces an earlier one."""
-        with self._lock:
-            self._pending_tags.update({k: param_value(v) for k, v in tags.items()})
-            self.flush()
+        view = {k: param_value(v) for k, v in tags.items()}
+        self._queue(lambda: self._pending_tags.update(view))
 
     def log_epoch(self, metrics: Mapping[str, Any]) -> None:
         """Log one epoch's metrics at ``step = epoch`` (an epoch already logged is skipped)."""
         epoch = int(metrics.get("epoch", 0))
-        with self._lock:
+        rows = metric_rows(metrics, step=epoch)  # stamped now, whenever they are sent
+
+        def change() -> None:
             if epoch not in self._steps_done:
-                self._pending_metrics.extend(metric_rows(metrics, step=epoch))
+                self._pending_metrics.extend(rows)
                 self._steps_done.add(epoch)
-            self.flush()
+
+        self._queue(change)
 
     def log_summary(self, metrics: Mapping[str, Any]) -> None:
         """Log the trainer's summary metrics (``best/<objective>``, ...) at step 0."""
-        with self._lock:
-            self._pending_metrics.extend(metric_rows(metrics))
-            self.flush()
+        rows = metric_rows(metrics)
+        self._queue(lambda: self._pending_metrics.extend(rows))
 
     def log_artifacts(self, artifacts: Mapping[str, Path]) -> None:
         """Queue files to log under the given names; a newer file under a name replaces an older one."""
-        with self._lock:
-            for name, path in artifacts.items():
-                self._pending_artifacts[name] = self._stash_copy(name, Path(path))
-            self.flush()
+        copies = {name: self._stash_copy(name, Path(path)) for name, path in artifacts.items()}
+
+        def change() -> None:
+            for name, copy in copies.items():
+                older = self._pending_artifacts.get(name)
+                if older is not None and older != copy:
+                    older.unlink(missing_ok=True)  # replaced before it was sent
+                self._pending_artifacts[name] = copy
+
+        self._queue(change)
 
     def _stash_copy(self, name: str, path: Path) -> Path:
         """Copy the file now: the trainer may overwrite or delete it before a retry succeeds.
@@ -183,7 +233,8 @@ class TrialRun:
                 self._stash = Path(tempfile.mkdtemp(prefix="mlflow-pending-", dir=self.stash_dir))
             else:
                 self._stash = Path(tempfile.mkdtemp(prefix="hemotune-artifacts-"))
-        target = self._stash / name
+        self._copies += 1  # its own folder: an older copy under the name may be uploading right now
+        target = self._stash / str(self._copies) / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
         return target
@@ -203,6 +254,7 @@ class TrialRun:
         )
 
     def _flush(self, *, force: bool) -> bool:
+        self._drain_inbox()
         if self._held and not force:
             return not self._anything_pending()
         if self._failing_since is not None and not force and time.time() < self._next_try:

@@ -80,14 +80,17 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
     )
     resolved = trainer.resolve(params)
     inactive = inactive_names(job.conditional, config)
+    restored = tune.get_checkpoint()
+    tags = {**_placement_tags(), **({"hemotune.arm": arm} if arm is not None else {})}
+    if restored is not None:  # known here even when the earlier process died before MLflow had its run
+        tags["hemotune.restarted"] = "true"
     with run.held():  # queued, then sent together while training starts (tracking/trial.py)
         run.log_params({k: v for k, v in resolved.items() if k not in inactive})
-        run.set_tags({**_placement_tags(), **({"hemotune.arm": arm} if arm is not None else {})})
+        run.set_tags(tags)
         config_file = workdir / "resolved.yaml"
         config_file.write_text(yaml.safe_dump(_plain(resolved), sort_keys=False))
         run.log_artifacts({"config/resolved.yaml": config_file})
     run.flush_in_background()
-    restored = tune.get_checkpoint()
     try:
         with restored.as_directory() if restored else contextlib.nullcontext(None) as resume_dir:
             trial_context = TrialContext(
@@ -116,9 +119,13 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
 def _reporter(run: TrialRun) -> Any:
     """The trainer's ``report``: each epoch to MLflow (buffered) and to Tune (with its checkpoint).
 
-    Its artifacts also go to the trial's Tune folder before Tune hears of the epoch.
+    Its artifacts also go to the trial's Tune folder before Tune hears of the epoch. The first
+    epoch does not wait for the trial's MLflow start-up (sent from a thread); every later one
+    waits for it first (``TrialRun.wait_for_background``).
     """
     from ray import tune
+
+    reported = [0]
 
     def report(
         metrics: Mapping[str, float],
@@ -126,6 +133,9 @@ def _reporter(run: TrialRun) -> Any:
         checkpoint: Path | None = None,
         artifacts: Mapping[str, Path] | None = None,
     ) -> None:
+        if reported[0]:
+            run.wait_for_background()
+        reported[0] += 1
         run.log_epoch(metrics)
         if artifacts:
             run.log_artifacts(artifacts)

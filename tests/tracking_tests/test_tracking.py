@@ -167,3 +167,57 @@ def test_artifact_copies_wait_in_the_trial_folder_and_go_once_logged(search, tmp
         down.log_artifacts({"weights/best.pt": best})
     kept = [p for p in pending.rglob("*") if p.is_file()]
     assert [p.read_bytes() for p in kept] == [b"weights of epoch 1"]  # kept for the retry
+
+
+def test_calls_during_another_threads_send_return_at_once_and_keep_their_order(
+    search, tmp_path: Path
+) -> None:
+    """While the start-up send holds the run (importing MLflow, in a new trial), training never waits.
+
+    The trainer's calls leave their changes in the inbox; the next send applies them in call order,
+    with the timestamps of the calls; an artifact replaced before it was sent goes once, newest copy.
+    """
+    import threading
+    import time
+
+    _, info = search
+    run = TrialRun(info, trial_id="t1", trial_name="trial_t1", stash_dir=tmp_path / "pending")
+    run.log_params({"lr": 0.1})  # the run exists; now another thread holds it for a long send
+    holding, release = threading.Event(), threading.Event()
+
+    def slow_send() -> None:
+        with run._lock:
+            holding.set()
+            release.wait(30)
+
+    sender = threading.Thread(target=slow_send)
+    sender.start()
+    assert holding.wait(10)
+    weights = tmp_path / "best.pt"
+    began = time.monotonic()
+    stamps = []
+    for epoch in (1, 2, 3):
+        stamps.append(int(time.time() * 1000))
+        run.log_epoch({"epoch": epoch, "val/score": epoch / 10})
+        weights.write_bytes(f"epoch {epoch}".encode())
+        run.log_artifacts({"weights/best.pt": weights})
+        time.sleep(0.01)
+    run.set_tags({"hemotune.note": "queued"})
+    waited = time.monotonic() - began
+    assert waited < 2.0, f"the calls waited {waited:.1f} s for the other thread's send"
+    assert len(run._inbox) == 7 and not run._pending_metrics  # nothing applied while the lock is held
+    release.set()
+    sender.join(10)
+    assert run.finish()
+    client = mlflow_client(info.tracking_uri)
+    history = client.get_metric_history(run.run_id, "val/score")
+    assert [(m.step, m.value) for m in history] == [(1, 0.1), (2, 0.2), (3, 0.3)]
+    for m, stamp in zip(history, stamps, strict=True):  # stamped at the call, not at the send
+        assert stamp <= m.timestamp <= stamp + 1000
+    assert client.get_run(run.run_id).data.tags["hemotune.note"] == "queued"
+    local = client.download_artifacts(run.run_id, "weights/best.pt", str(tmp_path / "down"))
+    assert Path(local).read_bytes() == b"epoch 3"
+    assert [a.path for a in client.list_artifacts(run.run_id, "weights")] == ["weights/best.pt"]
+    assert not (tmp_path / "pending").exists() or not any(
+        p.is_file() for p in (tmp_path / "pending").rglob("*")
+    )
