@@ -110,14 +110,27 @@ def versions(extra: Sequence[str] = ()) -> dict[str, str | None]:
 
 
 def target(
-    name: str, measured: float | None, limit: float, *, unit: str = "", higher_is_better: bool = False
+    name: str,
+    measured: float | None,
+    limit: float,
+    *,
+    unit: str = "",
+    higher_is_better: bool = False,
+    strict: bool = False,
 ) -> dict[str, Any]:
-    """One target: ``measured <= limit`` (or ``>=`` with ``higher_is_better``); unmeasured is not met."""
+    """One target: ``measured <= limit`` (or ``>=`` with ``higher_is_better``; ``<`` / ``>`` with
+    ``strict``); unmeasured is not met."""
     ok = measured is not None and math.isfinite(measured)
-    met = ok and (measured >= limit if higher_is_better else measured <= limit)  # type: ignore[operator]
+    if not ok:
+        met = False
+    elif higher_is_better:
+        met = measured > limit if strict else measured >= limit  # type: ignore[operator]
+    else:
+        met = measured < limit if strict else measured <= limit  # type: ignore[operator]
+    sign = (">" if higher_is_better else "<") + ("" if strict else "=")
     return {
         "name": name,
-        "target": f"{'>=' if higher_is_better else '<='} {limit:g}{(' ' + unit) if unit else ''}",
+        "target": f"{sign} {limit:g}{(' ' + unit) if unit else ''}",
         "limit": limit,
         "measured": round(measured, 4) if ok else None,  # type: ignore[arg-type]
         "unit": unit,
@@ -173,6 +186,22 @@ def write_result(
     path = result_path(name, out, smoke)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    return path
+
+
+def publish(
+    name: str,
+    payload: Mapping[str, Any],
+    *,
+    out: Path = RESULTS,
+    smoke: bool = False,
+    targets: Sequence[Mapping[str, Any]] = (),
+    settings: Mapping[str, Any] | None = None,
+) -> Path:
+    """How every benchmark ends: ``write_result``, then each target and the file written, printed."""
+    path = write_result(name, payload, out=out, smoke=smoke, targets=targets, settings=settings)
+    print_targets(targets)
+    print(f"wrote {path}")
     return path
 
 

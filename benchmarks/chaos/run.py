@@ -72,7 +72,7 @@ def _write(figures: dict, code: int | None, wall: float | None, args: argparse.N
         common.target("trials_lost", figures.get("trials_lost"), 0, unit="trials"),
         common.target("test_wall_time", figures.get("test_s"), 240, unit="s"),
     ]
-    path = common.write_result(
+    common.publish(
         "chaos",
         {
             "pytest_exit_code": code,
@@ -83,8 +83,6 @@ def _write(figures: dict, code: int | None, wall: float | None, args: argparse.N
         targets=targets,
         settings={"test": TEST, "seed": figures.get("seed", args.seed)},
     )
-    common.print_targets(targets)
-    print(f"wrote {path}")
     return 0 if code is None else code
 
 

@@ -157,8 +157,7 @@ def main() -> None:
                 f"{name} trial data open, later trials", r["trial_open_later_s"], TARGET_S, unit="s"
             )
         )
-    common.print_targets(targets)
-    path = common.write_result(
+    common.publish(
         "data_path",
         {"datasets": rows},
         out=args.out,
@@ -166,7 +165,6 @@ def main() -> None:
         targets=targets,
         settings={"repeats": args.repeats, "data_root": str(args.data_root)},
     )
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

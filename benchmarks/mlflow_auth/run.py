@@ -119,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for label, f in figures.items():
         print(f"{label}: median {f['median_s']:.3f} s, mean {f['mean_s']:.3f} s over {f['requests']} reads")
-    common.print_targets(targets)
-    path = common.write_result(
+    common.publish(
         "mlflow_auth",
         {"servers": figures, "ratio_cached_over_uncached": round(ratio, 4)},
         out=args.out,
@@ -128,7 +127,6 @@ def main(argv: list[str] | None = None) -> int:
         targets=targets,
         settings={"requests": requests, "request": READ, "workers_per_server": 1, "order": "alternating"},
     )
-    print(f"wrote {path}")
     return 0
 
 

@@ -83,10 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"profiled trial: {total} s, {figures['epochs']} epochs")
     for label, seconds in figures["parts_s"].items():
         print(f"  {label}: {seconds} s ({seconds / total:.0%})")
-    path = common.write_result(
+    common.publish(
         "overhead_classification_parts", figures, out=args.out, smoke=args.smoke, settings=dict(size)
     )
-    print(f"wrote {path}")
     return 0
 
 

@@ -268,8 +268,7 @@ def main() -> None:
         )
     if parts:
         print("fixed-cost parts measured separately (s):", json.dumps(parts))
-    common.print_targets(targets)
-    path = common.write_result(
+    common.publish(
         "overhead",
         {"tasks": tasks, "fixed_cost_parts_s": parts},
         out=args.out,
@@ -277,7 +276,6 @@ def main() -> None:
         targets=targets,
         settings={"repeats": args.repeats, "cpus": args.cpus, "order": "bare, hemotune alternating"},
     )
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

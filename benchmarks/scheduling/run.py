@@ -255,11 +255,7 @@ def main() -> int:
             print(f"  cluster case failed: {result['cluster_error']}", flush=True)
     targets = targets_of(result)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    path = common.write_result(
-        NAME, result, out=args.out, smoke=args.smoke, targets=targets, settings=settings
-    )
-    common.print_targets(targets)
-    print(f"wrote {path}")
+    common.publish(NAME, result, out=args.out, smoke=args.smoke, targets=targets, settings=settings)
     return 0
 
 

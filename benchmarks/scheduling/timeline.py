@@ -113,14 +113,13 @@ def main(argv: list[str] | None = None) -> int:
             f" reports blocked {t['report_blocked_s']} s"
         )
     print("first wave:", json.dumps(summary))
-    path = common.write_result(
+    common.publish(
         "scheduling_timeline",
         {"summary": summary, "trials": trials, "case": figures},
         out=args.out,
         smoke=args.smoke,
         settings=spec,
     )
-    print(f"wrote {path}")
     return 0
 
 

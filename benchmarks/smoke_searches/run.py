@@ -84,12 +84,11 @@ def main(argv: list[str] | None = None) -> int:
             targets.append(common.target(f"{name} wall time", first["wall_s"], WALL_TARGET_S, unit="s"))
             if not args.smoke:  # the plumbing presets are not meant to learn
                 targets.append(
-                    common.target(f"{name} best objective", first["best_value"], 0.0, higher_is_better=True)
+                    common.target(
+                        f"{name} best objective", first["best_value"], 0.0, higher_is_better=True, strict=True
+                    )
                 )
-                targets[-1]["target"] = "> 0"
-                targets[-1]["met"] = bool(first["best_value"] and first["best_value"] > 0)
-    common.print_targets(targets)
-    path = common.write_result(
+    common.publish(
         "smoke_searches",
         {"runs": rows},
         out=args.out,
@@ -97,7 +96,6 @@ def main(argv: list[str] | None = None) -> int:
         targets=targets,
         settings={"preset": preset, "searches": args.searches, "warm": args.warm},
     )
-    print(f"wrote {path}")
     return 0 if all(r["exit_code"] == 0 for r in rows) else 1
 
 

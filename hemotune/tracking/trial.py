@@ -214,8 +214,8 @@ class TrialRun:
         def change() -> None:
             for name, copy in copies.items():
                 older = self._pending_artifacts.get(name)
-                if older is not None and older != copy:
-                    older.unlink(missing_ok=True)  # replaced before it was sent
+                if older is not None:  # replaced before it was sent (every copy has its own file)
+                    older.unlink(missing_ok=True)
                 self._pending_artifacts[name] = copy
 
         self._queue(change)
