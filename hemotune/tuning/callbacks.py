@@ -1,4 +1,4 @@
-"""Ray Tune callbacks run by the driver: live progress in the terminal and prompt run closing.
+"""Ray Tune callbacks run by the driver: live progress, prompt run closing, removal of ended trials' work folders.
 
 Both are pickled with the experiment (Ray restores them on ``--resume``), so they
 hold only plain data and build their clients and consoles lazily.
@@ -14,6 +14,7 @@ from ray.tune import Callback
 from hemotune.config import SearchSpace
 from hemotune.reports import console, format_value
 from hemotune.tracking import close_trial_run
+from hemotune.tuning.workdirs import remove_work_folder
 
 
 class TrackingCallback(Callback):
@@ -45,6 +46,21 @@ class TrackingCallback(Callback):
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._close(trial, "FAILED", "failed")
+
+
+class WorkFolderCallback(Callback):
+    """Removes the work folder of every trial Ray Tune ends, when it is on the driver's machine.
+
+    A trial that returns or fails removes its own; one that ASHA stops never runs again,
+    so its folder (checkpoints, weights) would stay in Ray's session folder for good
+    (``hemotune.tuning.workdirs``). A folder on another node stays until that node goes.
+    """
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        remove_work_folder(trial.storage.trial_working_directory)
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        remove_work_folder(trial.storage.trial_working_directory)
 
 
 class ProgressCallback(Callback):

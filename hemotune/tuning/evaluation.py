@@ -241,7 +241,7 @@ def _fixed_tuner(
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
 
-    from hemotune.tuning.callbacks import TrackingCallback
+    from hemotune.tuning.callbacks import TrackingCallback, WorkFolderCallback
 
     tune_config = tune.TuneConfig(
         search_alg=BasicVariantGenerator(
@@ -251,7 +251,10 @@ def _fixed_tuner(
         trial_name_creator=_trial_name,
         trial_dirname_creator=_trial_name,
     )
-    callbacks = [TrackingCallback(tracking.tracking_uri, tracking.experiment_id, tracking.parent_run_id)]
+    callbacks = [
+        TrackingCallback(tracking.tracking_uri, tracking.experiment_id, tracking.parent_run_id),
+        WorkFolderCallback(),
+    ]
     return tune.Tuner(
         trainable(space, job),
         # Tune accepts a point only for keys its param_space has: each key, to be set by the points.

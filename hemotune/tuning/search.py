@@ -216,11 +216,12 @@ def _trial_job(
 
 
 def _progress_callbacks(space: SearchSpace, tracking: SearchTracking, settings: RunSettings) -> list[Any]:
-    """Tune callbacks of a new search: prompt run closing, and live progress unless turned off."""
-    from hemotune.tuning.callbacks import ProgressCallback, TrackingCallback
+    """Tune callbacks of a new search: prompt run closing, work-folder removal, live progress unless turned off."""
+    from hemotune.tuning.callbacks import ProgressCallback, TrackingCallback, WorkFolderCallback
 
     callbacks: list[Any] = [
-        TrackingCallback(tracking.tracking_uri, tracking.experiment_id, tracking.parent_run_id)
+        TrackingCallback(tracking.tracking_uri, tracking.experiment_id, tracking.parent_run_id),
+        WorkFolderCallback(),
     ]
     if settings.show_progress:
         callbacks.append(ProgressCallback(space))

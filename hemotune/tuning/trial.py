@@ -25,6 +25,7 @@ from hemotune.tracking import TrialRun, TrialRunInfo, use_credentials
 from hemotune.tracking.runs import TAG_ERROR
 from hemotune.trainers import Trainer, TrialContext
 from hemotune.tuning.durable import copy_to_trial_folder
+from hemotune.tuning.workdirs import WORK_FOLDER, remove_work_folder
 
 if TYPE_CHECKING:  # pragma: no cover - imported when an evaluation trial runs (it imports numpy)
     from hemotune.tuning.evaluate_trial import TestJob
@@ -73,7 +74,8 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
     config = dict(config)
     arm = config.pop(ARM_KEY, None)  # a grid trial's point: a tag, not a trainer parameter
     params = {**job.fixed, **config, "data": _ensure_data(job, trainer)}
-    workdir = Path(os.getcwd()) / "work"
+    trial_dir = Path(os.getcwd())  # Tune's working directory of this trial
+    workdir = trial_dir / WORK_FOLDER
     workdir.mkdir(parents=True, exist_ok=True)
     run = TrialRun(
         job.tracking, trial_id=trial_id, trial_name=context.get_trial_name(), stash_dir=workdir / "pending"
@@ -111,9 +113,11 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
     except Exception as exc:
         run.set_tags({TAG_ERROR: f"{type(exc).__name__}: {exc}"})
         run.finish("FAILED", wait_s=10)
+        remove_work_folder(trial_dir)  # what must outlive the trial is in storage and MLflow (workdirs.py)
         raise
     run.log_summary(summary)
     run.finish("FINISHED")
+    remove_work_folder(trial_dir)
 
 
 def _reporter(run: TrialRun) -> Any:

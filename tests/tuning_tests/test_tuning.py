@@ -70,6 +70,20 @@ def test_failing_trial_is_recorded_as_failed_and_the_search_goes_on(
     assert len(outcome.ranking) == 4
 
 
+def test_ended_trials_leave_no_work_folder_in_rays_session_folder(
+    asha_search: tuple[SearchOutcome, Any, Path],
+) -> None:
+    """Finished, failed and ASHA-stopped trials alike: their checkpoints and weights are gone from /tmp/ray."""
+    outcome, _, _ = asha_search
+    ray_tmp = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray"  # session_2*: not the session_latest link
+    trial_dirs = list(ray_tmp.glob(f"session_2*/artifacts/*/{outcome.tune_experiment}/working_dirs/*"))
+    assert len(trial_dirs) == len(outcome.ranking) == 4  # Tune made one working directory per trial
+    assert [d for d in trial_dirs if (d / "work").exists()] == []
+    # ...while what outlives a trial is still there: its checkpoints in Tune's storage
+    good = max(outcome.ranking, key=lambda t: t.epochs)
+    assert any(Path(outcome.experiment_path).glob(f"*{good.trial_id}*/checkpoint_*"))
+
+
 def test_mlflow_holds_the_nested_tree_with_per_epoch_histories(
     asha_search: tuple[SearchOutcome, Any, Path],
 ) -> None:
