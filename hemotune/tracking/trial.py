@@ -114,7 +114,7 @@ class TrialRun:
         here, that start-up overlaps the first epochs instead of delaying them. A call made
         meanwhile does not wait: it leaves its change in the inbox, which this thread (or the
         next call, or ``finish``) applies in call order, so what reaches MLflow is still in the
-        order of the calls. The trial's reporter waits for this send from its second epoch on
+        order of the calls. The trial's reporter waits for this send at each report
         (``wait_for_background``).
         """
         self._background = threading.Thread(
@@ -125,9 +125,11 @@ class TrialRun:
     def wait_for_background(self) -> None:
         """Wait until the start-up send (``flush_in_background``) and what was left meanwhile went out.
 
-        The trial's reporter calls this from its second epoch on: the first epoch trains while
-        MLflow starts, and every later epoch is in MLflow before Tune hears of it, so a trial
-        that Tune stops (ASHA, the last epoch) or whose process dies has logged what it reported.
+        The trial's reporter calls this at every report, the first included: the first epoch
+        trains while MLflow starts, and every epoch is in MLflow before Tune hears of it, so a
+        trial that Tune stops (ASHA, the last epoch) or whose process dies has logged what it
+        reported. (A reporter that skipped it at the first report lost the best weights of
+        trials that Tune ended after one epoch.)
         """
         if self._background is not None:
             self._background.join()

@@ -124,12 +124,12 @@ def _reporter(run: TrialRun) -> Any:
     """The trainer's ``report``: each epoch to MLflow (buffered) and to Tune (with its checkpoint).
 
     Its artifacts also go to the trial's Tune folder before Tune hears of the epoch. The first
-    epoch does not wait for the trial's MLflow start-up (sent from a thread); every later one
-    waits for it first (``TrialRun.wait_for_background``).
+    epoch trains while the trial's MLflow start-up is sent from a thread; every report, the
+    first included, waits for what is left of it (``TrialRun.wait_for_background``) and sends
+    its epoch before Tune hears of it: Tune may end the trial at any report (ASHA's first rung,
+    the last epoch), and its process never runs again.
     """
     from ray import tune
-
-    reported = [0]
 
     def report(
         metrics: Mapping[str, float],
@@ -137,9 +137,7 @@ def _reporter(run: TrialRun) -> Any:
         checkpoint: Path | None = None,
         artifacts: Mapping[str, Path] | None = None,
     ) -> None:
-        if reported[0]:
-            run.wait_for_background()
-        reported[0] += 1
+        run.wait_for_background()
         run.log_epoch(metrics)
         if artifacts:
             run.log_artifacts(artifacts)

@@ -151,7 +151,11 @@ def start_driver(
     command = [sys.executable, str(script)] if script else [sys.executable, "-m", "hemotune"]
     log_name = f"driver-{name}-{int(time.time() * 1000)}"
     driver_env = {**stack.env, **stack.driver_env(), **(env or {})}
-    driver = Service(log_name, [*command, *args], tmp, driver_env, cwd=tmp)
+    # The log lives as long as the module's stack (a passed test's tmp_path is deleted when it ends):
+    # test_no_credential_appears_in_mlflow_s3_logs_or_output reads every driver's log at the end.
+    logs = stack.root / "driver-logs"
+    logs.mkdir(exist_ok=True)
+    driver = Service(log_name, [*command, *args], logs, driver_env, cwd=tmp)
     DRIVER_LOGS.append(driver.log)
     stack.services.append(driver)
     return driver

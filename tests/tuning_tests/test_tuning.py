@@ -109,13 +109,35 @@ def test_mlflow_holds_the_nested_tree_with_per_epoch_histories(
         history = [m.value for m in _history(outcome.tracking_uri, run.info.run_id, "val/score")]
         assert all(math.isfinite(v) for v in history)
         assert math.isfinite(run.data.metrics["best/val/score"])
-    best_run = next(r for r in children if r.data.tags["hemotune.trial_id"] == outcome.best.trial_id)
-    artifacts = [
-        a.path for a in _client(outcome.tracking_uri).list_artifacts(best_run.info.run_id, "weights")
-    ]
-    assert artifacts == ["weights/best.json"]
-    configs = [a.path for a in _client(outcome.tracking_uri).list_artifacts(best_run.info.run_id, "config")]
-    assert configs == ["config/resolved.yaml"]
+    client = _client(outcome.tracking_uri)
+    for run in children:  # every trial reported epoch 1, its first best: ASHA-stopped and failed ones too
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "weights")] == ["weights/best.json"]
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "config")] == ["config/resolved.yaml"]
+
+
+def test_trials_that_tune_ends_after_their_first_epoch_keep_their_best_weights_in_mlflow(
+    tmp_path: Path,
+) -> None:
+    """A 1-epoch search (the README's shrunk smoke search): Tune ends each trial at its first report."""
+    path = synthetic_space_file(
+        tmp_path,
+        name="one_epoch",
+        fixed={"seconds_per_epoch": 0.0},
+        parameters=CURVE_PARAMETERS,
+        budget={"num_samples": 2, "max_concurrent": 2, "epochs": 1, "grace_period": 1, "max_failures": 0},
+        points_to_evaluate=[GOOD, BAD],
+    )
+    settings = RunSettings(
+        results_dir=str(tmp_path / "results"), local_dir=tmp_path / "results", num_cpus=2, show_progress=False
+    )
+    outcome = run_search(load_space(str(path)), settings)
+    _, children = search_tree(outcome.tracking_uri, "one_epoch")
+    client = _client(outcome.tracking_uri)
+    assert len(children) == 2
+    for run in children:
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "weights")] == ["weights/best.json"]
+        assert run.data.tags.get("hemotune.device") == "cpu"  # the start-up tags were sent too
+    assert outcome.best_dir is not None and (outcome.best_dir / "weights" / "best.json").is_file()
 
 
 def test_best_configuration_is_exported(asha_search: tuple[SearchOutcome, Any, Path]) -> None:
