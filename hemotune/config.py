@@ -250,6 +250,16 @@ class SearchSpace:
         }
 
 
+def env_flag(name: str, default: bool) -> bool:
+    """A yes/no environment variable: ``1/true/yes/on`` or ``0/false/no/off``; unset or anything else: ``default``."""
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    return default
+
+
 def default_cache_dir() -> Path:
     """Where converted datasets and hemotune's private settings live (``$HEMOTUNE_CACHE_DIR``)."""
     env = os.environ.get("HEMOTUNE_CACHE_DIR")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hemotune import storage
-from hemotune.config import SearchSpace
+from hemotune.config import SearchSpace, env_flag
 from hemotune.tuning.trial import TrialJob, run_trial
 
 #: How often Ray Tune saves experiment state (seconds); short so a killed driver loses little.
@@ -130,7 +130,7 @@ def reuse_actors() -> bool:
     checkpoint); ``run_trial`` keeps no state between trials. A trial still running when it is
     stopped, or a process that died, is never reused (Tune then starts a new one).
     """
-    return os.environ.get(REUSE_ACTORS_VAR, "1").strip().lower() not in ("0", "false", "no", "off")
+    return env_flag(REUSE_ACTORS_VAR, default=True)
 
 
 def _searcher(space: SearchSpace, journal: Path | None, *, remote: bool) -> Any:

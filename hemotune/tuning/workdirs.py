@@ -15,9 +15,10 @@ driver's machine. ``HEMOTUNE_KEEP_TRIAL_WORKDIRS=1`` keeps them, for debugging a
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
+
+from hemotune.config import env_flag
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +28,10 @@ WORK_FOLDER = "work"
 KEEP_ENV = "HEMOTUNE_KEEP_TRIAL_WORKDIRS"
 
 
-def keep_work_folders() -> bool:
-    """Whether ``HEMOTUNE_KEEP_TRIAL_WORKDIRS`` asks to keep trials' work folders."""
-    return os.environ.get(KEEP_ENV, "").strip().lower() in ("1", "true", "yes")
-
-
 def remove_work_folder(trial_working_dir: str | Path) -> bool:
     """Delete ``<trial_working_dir>/work`` unless asked to keep it; True when a folder was removed."""
     folder = Path(trial_working_dir) / WORK_FOLDER
-    if keep_work_folders() or not folder.is_dir():
+    if env_flag(KEEP_ENV, default=False) or not folder.is_dir():
         return False
     shutil.rmtree(folder, ignore_errors=True)
     if folder.exists():
