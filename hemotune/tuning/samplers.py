@@ -77,6 +77,8 @@ def build_sampler(space: SearchSpace) -> Any:
     """The seeded Optuna sampler the ``search:`` section names, with its options."""
     import optuna
 
+    from hemotune.tuning import picklable
+
     search, seed = space.search, space.seed
     options = dict(search.sampler_options)
     with warnings.catch_warnings():
@@ -89,7 +91,7 @@ def build_sampler(space: SearchSpace) -> Any:
             "random": optuna.samplers.RandomSampler,
             "gp": optuna.samplers.GPSampler,
             "cmaes": optuna.samplers.CmaEsSampler,
-            "nsga2": optuna.samplers.NSGAIISampler,
+            "nsga2": picklable.NSGAIISampler,  # Optuna's, made picklable
             "grid": optuna.samplers.RandomSampler,  # never asked: every grid trial is enqueued
         }
         return factories[search.sampler](seed=seed, **options)

@@ -189,3 +189,29 @@ def test_option_tables_match_the_installed_optuna_and_ray() -> None:
     for name, options in {**SAMPLER_OPTIONS, **SCHEDULER_OPTIONS}.items():
         accepted = set(inspect.signature(classes[name]).parameters)
         assert set(options) <= accepted, (name, set(options) - accepted)
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "gp", "cmaes", "nsga2"])
+def test_every_sampler_pickles_and_goes_on_sampling_after_it(tmp_path: Path, sampler: str) -> None:
+    """Tune pickles the searcher (with its sampler) when the Tuner is built and at every checkpoint.
+
+    Optuna 5.1's NSGA-II keeps a thread lock and did not pickle (the CI run of 2026-12-02).
+    """
+    import pickle
+
+    import optuna
+
+    from hemotune.tuning.samplers import build_sampler
+
+    options = {"population_size": 2} if sampler == "nsga2" else {}
+    built = build_sampler(_space(tmp_path, search={"sampler": sampler, "sampler_options": options}))
+    study = optuna.create_study(sampler=pickle.loads(pickle.dumps(built)))
+    study.optimize(lambda t: (t.suggest_float("x", -1.0, 1.0) - 0.3) ** 2, n_trials=5)
+    again = pickle.loads(pickle.dumps(study.sampler))  # with its state after sampling
+    study.sampler = again
+    study.optimize(lambda t: (t.suggest_float("x", -1.0, 1.0) - 0.3) ** 2, n_trials=3)
+    assert len(study.trials) == 8 and all(t.state.name == "COMPLETE" for t in study.trials)
+    assert all(-1.0 <= t.params["x"] <= 1.0 for t in study.trials)
+    if sampler == "nsga2":  # the study's keys stay Optuna's own, so old journals resume
+        assert isinstance(again, optuna.samplers.NSGAIISampler)
+        assert "NSGAIISampler:generation" in study.trials[-1].system_attrs
