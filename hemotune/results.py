@@ -13,7 +13,8 @@ way ``ray.tune.ExperimentAnalysis`` does, without importing Ray:
   ``relative_logdir``, ``custom_trial_name``, ``error_filename``) are plain JSON;
   only fields not read here (storage context, placement groups, stoppers) are
   cloudpickled blobs, which are never decoded (decoding them would execute code).
-* each trial's ``result.json`` in its folder: one JSON object per reported epoch.
+* each trial's ``result.json`` in its folder: one JSON object per reported epoch
+  (an epoch a restored trial reported again counts once, its first report, as in MLflow).
   Nested dicts are flattened with ``/`` as ``pandas.json_normalize(sep="/")`` does
   for Ray; the ``config/...`` columns are dropped.
 * each failed trial's ``error.txt`` (its traceback; the last line is kept).
@@ -224,7 +225,34 @@ def _history(fs: Any, folder: str) -> list[dict[str, Any]]:
             rows.append(json.loads(line))
         except ValueError as exc:  # a line cut short by a killed trial: the epochs before it still count
             log.warning("skipping unreadable line %d of %s/%s: %s", number, folder, RESULT_FILE, exc)
-    return [{k: v for k, v in _flatten(row).items() if not k.startswith("config/")} for row in rows]
+    return [
+        {k: v for k, v in _flatten(row).items() if not k.startswith("config/")}
+        for row in _repeats_dropped(rows)
+    ]
+
+
+def _repeats_dropped(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per epoch: the first report of each, as the trial's MLflow run holds it.
+
+    Tune appends to ``result.json``: a trial restored from a checkpoint older than its
+    last line (a lost node, a killed driver) reports those epochs again
+    (``training_iteration`` goes back). MLflow keeps the first attempt's values (the
+    restarted trial skips epochs its run already holds), so the ranking here does too.
+    """
+    kept: list[dict[str, Any]] = []
+    last: int | None = None
+    for row in rows:
+        step = _step(row)
+        if step is not None and last is not None and step <= last:
+            continue
+        kept.append(row)
+        last = step if step is not None else last
+    return kept
+
+
+def _step(row: Mapping[str, Any]) -> int | None:
+    step = row.get("training_iteration", row.get("epoch"))
+    return int(step) if isinstance(step, int | float) and not isinstance(step, bool) else None
 
 
 def _flatten(row: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -76,3 +76,21 @@ def test_ranking_uses_each_trials_best_epoch(tmp_path: Path) -> None:
     assert ranking[1].best_value == 0.5 and ranking[1].best_epoch == 2 and ranking[1].run_id == "run-a"
     assert ranking[2].best_value is None
     assert best_row([{"x": 1.0}, {"x": float("nan")}, {"x": 3.0}], "x", "min") == {"x": 1.0}
+
+
+def test_epochs_a_restored_trial_reported_again_count_once_as_in_mlflow(tmp_path: Path) -> None:
+    """Tune appends to result.json: a trial restored from an older checkpoint reports epochs again."""
+    root = tmp_path / "exp"
+    folder = root / "trial_a"
+    folder.mkdir(parents=True)
+    lost = [{"training_iteration": i, "epoch": i, "val/score": 0.1 * i} for i in range(1, 6)]
+    redone = [{"training_iteration": i, "epoch": i, "val/score": 0.1 * i + 0.01} for i in range(4, 9)]
+    (folder / "result.json").write_text("".join(json.dumps(r) + "\n" for r in lost + redone))
+    state = {"trial_data": [[_trial("a", "TERMINATED", {"lr": 0.1}, "trial_a"), json.dumps({})]]}
+    (root / "experiment_state-2026-01-02_00-00-00.json").write_text(json.dumps(state))
+    space = load_space(str(SYNTHETIC), data=str(tmp_path), sets=["budget.epochs=8"])
+    (record,) = read_trials(str(root), space)
+    assert [row["training_iteration"] for row in record.history] == list(range(1, 9))
+    # each epoch's first report (the restarted trial's MLflow run keeps those too), then the rest
+    assert [row["val/score"] for row in record.history] == [r["val/score"] for r in lost + redone[2:]]
+    assert record.outcome == "completed"
