@@ -18,6 +18,10 @@ way ``ray.tune.ExperimentAnalysis`` does, without importing Ray:
   Nested dicts are flattened with ``/`` as ``pandas.json_normalize(sep="/")`` does
   for Ray; the ``config/...`` columns are dropped.
 * each failed trial's ``error.txt`` (its traceback; the last line is kept).
+* each trial's ``hemotune_epochs.jsonl``, the epochs as the trial process recorded them:
+  an epoch it holds that ``result.json`` lacks (a driver killed while uploading its
+  folder leaves that file cut short in storage) is added to the history, in epoch order,
+  with ``training_iteration`` set to its epoch. ``ExperimentAnalysis`` does not read it.
 
 As in Ray, a trial saved as RUNNING reads back as PENDING. A key missing from one
 epoch is absent from that row (Ray's data frame holds NaN there; every consumer
@@ -44,6 +48,8 @@ log = logging.getLogger(__name__)
 #: Ray Tune's experiment snapshot files (``TuneController.CKPT_FILE_TMPL``) and trial result file.
 EXPERIMENT_STATE_PATTERN = "experiment_state-*.json"
 RESULT_FILE = "result.json"
+#: hemotune's own record of a trial's epochs, written by the trial process (``tuning.durable.EpochRecord``).
+EPOCH_RECORD_FILE = "hemotune_epochs.jsonl"
 
 #: Keys Ray Tune adds to every reported result: not trainer metrics.
 TUNE_BOOKKEEPING = frozenset(
@@ -216,7 +222,28 @@ def _trial_name(trial: Mapping[str, Any]) -> str:
 
 def _history(fs: Any, folder: str) -> list[dict[str, Any]]:
     """The trial's reported results, one flat dict per epoch (empty when it reported none)."""
-    text = storage.read_fs_text(fs, f"{folder}/{RESULT_FILE}") or ""
+    rows = _repeats_dropped(_json_lines(fs, folder, RESULT_FILE))
+    seen = {_step(row) for row in rows}
+    missing = [
+        {**row, "training_iteration": row["epoch"]}
+        for row in _repeats_dropped(_json_lines(fs, folder, EPOCH_RECORD_FILE))
+        if isinstance(row.get("epoch"), int) and row["epoch"] not in seen
+    ]
+    if missing:
+        log.warning(
+            "%s/%s lacks epochs %s that the trial recorded: taken from %s",
+            folder,
+            RESULT_FILE,
+            [row["epoch"] for row in missing],
+            EPOCH_RECORD_FILE,
+        )
+        rows = sorted([*rows, *missing], key=lambda row: _step(row) or 0)
+    return [{k: v for k, v in _flatten(row).items() if not k.startswith("config/")} for row in rows]
+
+
+def _json_lines(fs: Any, folder: str, name: str) -> list[dict[str, Any]]:
+    """The JSON object of each line of ``folder/name`` (none when it is missing)."""
+    text = storage.read_fs_text(fs, f"{folder}/{name}") or ""
     rows = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -224,11 +251,8 @@ def _history(fs: Any, folder: str) -> list[dict[str, Any]]:
         try:
             rows.append(json.loads(line))
         except ValueError as exc:  # a line cut short by a killed trial: the epochs before it still count
-            log.warning("skipping unreadable line %d of %s/%s: %s", number, folder, RESULT_FILE, exc)
-    return [
-        {k: v for k, v in _flatten(row).items() if not k.startswith("config/")}
-        for row in _repeats_dropped(rows)
-    ]
+            log.warning("skipping unreadable line %d of %s/%s: %s", number, folder, name, exc)
+    return rows
 
 
 def _repeats_dropped(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

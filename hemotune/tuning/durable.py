@@ -11,15 +11,27 @@ best epoch's confusion matrix) is also copied to ``<trial folder>/hemotune_artif
 reported to Tune: a checkpoint Tune records never names an epoch whose artifacts are
 missing. ``hemotune sync`` logs them to the rebuilt child runs
 (``hemotune.tuning.rebuild``). A failed copy is a warning, never a failed trial.
+
+The trial process also keeps its own record of the epochs it reported, ``EPOCH_RECORD_FILE``
+in the same folder (``EpochRecord``): Ray Tune's ``result.json`` is written by the driver and
+uploaded with the driver's folder, copy over copy (not atomic), so a driver killed during an
+upload can leave a finished trial's ``result.json`` in storage cut short, and a resumed
+search downloads and continues that copy. ``hemotune.results`` fills the epochs Tune's copy
+lacks from this record. Measured in ``tests/tuning_tests/test_resume.py`` (SIGKILL).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from hemotune import storage
+from hemotune.results import EPOCH_RECORD_FILE
 
 log = logging.getLogger(__name__)
 
@@ -65,3 +77,46 @@ def recover_from_trial_folder(trial_dir: str, dest: Path) -> dict[str, Path]:
     dest.mkdir(parents=True, exist_ok=True)
     pafs.copy_files(path, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
     return {p.relative_to(dest).as_posix(): p for p in sorted(dest.rglob("*")) if p.is_file()}
+
+
+class EpochRecord:
+    """In a trial process: each reported epoch appended to ``EPOCH_RECORD_FILE`` in the trial's Tune folder.
+
+    The whole file is rewritten after each epoch under a temporary name and moved into place
+    (a rename on a local disk, one object copy on S3), so a reader never sees it cut short.
+    A restored trial first reads what its earlier processes recorded; an epoch it reports
+    again keeps its first record, as MLflow and ``hemotune.results`` do. A failed write is a
+    warning, never a failed trial.
+    """
+
+    def __init__(self) -> None:
+        self._rows: list[dict[str, Any]] | None = None
+
+    def append(self, metrics: Mapping[str, Any]) -> None:
+        try:
+            from ray import tune
+
+            context = tune.get_context().get_storage()
+            fs, path = context.storage_filesystem, f"{context.trial_fs_path}/{EPOCH_RECORD_FILE}"
+            if self._rows is None:
+                self._rows = _read_rows(fs, path)
+            epoch = int(metrics.get("epoch", len(self._rows) + 1))
+            if any(int(row.get("epoch", -1)) == epoch for row in self._rows):
+                return
+            self._rows.append({**dict(metrics), "epoch": epoch, "timestamp": time.time()})
+            _write_whole(fs, path, "".join(json.dumps(row) + "\n" for row in self._rows))
+        except Exception as exc:  # Tune's result.json and MLflow hold the epoch too
+            log.warning("could not record the epoch in the trial's folder in storage: %s", exc)
+
+
+def _read_rows(fs: Any, path: str) -> list[dict[str, Any]]:
+    text = storage.read_fs_text(fs, path) or ""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _write_whole(fs: Any, path: str, text: str) -> None:
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    temporary = f"{path}.{uuid.uuid4().hex}.tmp"
+    with fs.open_output_stream(temporary) as out:
+        out.write(text.encode())
+    fs.move(temporary, path)

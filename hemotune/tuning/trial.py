@@ -24,7 +24,7 @@ from hemotune.spaces.conditions import inactive_names
 from hemotune.tracking import TrialRun, TrialRunInfo, use_credentials
 from hemotune.tracking.runs import TAG_ERROR
 from hemotune.trainers import Trainer, TrialContext
-from hemotune.tuning.durable import copy_to_trial_folder
+from hemotune.tuning.durable import EpochRecord, copy_to_trial_folder
 from hemotune.tuning.workdirs import WORK_FOLDER, remove_work_folder
 
 if TYPE_CHECKING:  # pragma: no cover - imported when an evaluation trial runs (it imports numpy)
@@ -131,6 +131,8 @@ def _reporter(run: TrialRun) -> Any:
     """
     from ray import tune
 
+    record = EpochRecord()  # a copy of Tune's result.json that a killed driver cannot cut (durable.py)
+
     def report(
         metrics: Mapping[str, float],
         *,
@@ -142,6 +144,7 @@ def _reporter(run: TrialRun) -> Any:
         if artifacts:
             run.log_artifacts(artifacts)
             copy_to_trial_folder(artifacts)  # outlives the head and its MLflow server (durable.py)
+        record.append(metrics)
         tune_checkpoint = tune.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None
         tune.report(dict(metrics), checkpoint=tune_checkpoint)
 

@@ -188,6 +188,42 @@ def test_trials_read_without_ray_equal_ray_tunes_experiment_analysis(
     assert sorted(r.outcome for r in records) == ["completed", "failed", "stopped early", "stopped early"]
 
 
+def test_a_result_file_cut_short_is_filled_from_the_trials_own_epoch_record(
+    asha_search: tuple[SearchOutcome, Any, Path], tmp_path: Path
+) -> None:
+    """Each trial process records its epochs itself; a cut ``result.json`` loses none of them.
+
+    A driver killed while uploading its folder leaves a trial's ``result.json`` cut short in
+    storage (tests/tuning_tests/test_resume.py, SIGKILL): ``read_trials`` takes the epochs the
+    file lacks from ``hemotune_epochs.jsonl``, which the trial process wrote.
+    """
+    import json
+    import shutil
+
+    from hemotune.results import EPOCH_RECORD_FILE, RESULT_FILE, epoch_metrics, read_trials
+
+    outcome, space, _ = asha_search
+    records = read_trials(outcome.experiment_path, space)
+    copy = tmp_path / "experiment"
+    shutil.copytree(outcome.experiment_path, copy)
+    for record in records:  # the record holds what Tune holds, the failed trial's epochs included
+        rows = [
+            json.loads(line) for line in next(copy.glob(f"*{record.trial_id}*/{EPOCH_RECORD_FILE}")).open()
+        ]
+        assert [r["epoch"] for r in rows] == [r["epoch"] for r in record.history], record.trial_id
+        assert [epoch_metrics(r) for r in rows] == [epoch_metrics(r) for r in record.history]
+    full = next(r for r in records if r.outcome == "completed")
+    assert len(full.history) == 6
+    result = next(copy.glob(f"*{full.trial_id}*/{RESULT_FILE}"))
+    lines = result.read_text().splitlines()
+    result.write_text("\n".join(lines[:2]) + "\n" + lines[2][: len(lines[2]) // 2])  # cut mid-line
+    again = {r.trial_id: r for r in read_trials(str(copy), space)}[full.trial_id]
+    assert again.outcome == "completed"  # not "stopped early": its last epoch is back
+    assert [r["training_iteration"] for r in again.history] == list(range(1, 7))
+    assert again.history[:2] == full.history[:2]  # Tune's own rows where it has them
+    assert [epoch_metrics(r) for r in again.history[2:]] == [epoch_metrics(r) for r in full.history[2:]]
+
+
 def test_reading_and_ranking_a_search_imports_neither_ray_nor_mlflow(
     asha_search: tuple[SearchOutcome, Any, Path],
 ) -> None:
