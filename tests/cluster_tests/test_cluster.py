@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import signal
 import sys
@@ -39,6 +40,9 @@ import pytest
 from cluster_stack import Service, Stack, as_mlflow_user, wait_for
 from helpers import REPO, epoch_steps, mlflow_client, search_tree, synthetic_space_file
 from mlflow_services import status_of
+
+from hemotune.results import TrialRecord, read_trials
+from hemotune.spaces import load_space
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -202,6 +206,26 @@ def assert_epochs_once_except_after_a_restore(trial_id: str, rows: list[dict[str
             assert int(rows[i]["iterations_since_restore"]) == 1, (trial_id, seen)
         else:
             assert seen[i] == seen[i - 1] + 1, (trial_id, seen)
+
+
+def hemotune_records(stack: Stack, prefix: str, space: Path) -> dict[str, TrialRecord]:
+    """trial id -> the trial as hemotune reads it from S3 (``read_trials``: Tune's rows and the trial's own record).
+
+    What ``hemotune sync``, the ranking and the report use: where a killed driver (or head)
+    left a ``result.json`` without some epochs, the trial's ``hemotune_epochs.jsonl`` has them.
+    """
+    endpoint = {k: v for k, v in stack.env.items() if k.startswith("AWS_")}
+    saved = {k: os.environ.get(k) for k in endpoint}
+    os.environ.update(endpoint)
+    try:
+        records = read_trials(f"s3://{stack.bucket}/{prefix}", load_space(str(space), check_data=False))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return {r.trial_id: r for r in records}
 
 
 def tune_state(stack: Stack, prefix: str) -> dict[str, str]:

@@ -12,9 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from helpers import SYNTHETIC
 
-from hemotune.results import best_row, rank_trials, read_trials
+from hemotune.results import EPOCH_RECORD_FILE, RESULT_FILE, best_row, rank_trials, read_trials
 from hemotune.spaces import load_space
 
 
@@ -93,4 +94,27 @@ def test_epochs_a_restored_trial_reported_again_count_once_as_in_mlflow(tmp_path
     assert [row["training_iteration"] for row in record.history] == list(range(1, 9))
     # each epoch's first report (the restarted trial's MLflow run keeps those too), then the rest
     assert [row["val/score"] for row in record.history] == [r["val/score"] for r in lost + redone[2:]]
+    assert record.outcome == "completed"
+
+
+def test_epochs_lost_from_the_start_of_result_json_come_from_the_trials_own_record(tmp_path: Path) -> None:
+    """A head killed before it uploaded a trial's first epoch: the restored trial's result.json starts at 2.
+
+    CI saw this once (tests/cluster_tests/test_head_loss.py): Tune on the new head wrote the
+    file from the restore on. The trial's ``hemotune_epochs.jsonl`` holds epoch 1.
+    """
+    root = tmp_path / "exp"
+    folder = root / "trial_a"
+    folder.mkdir(parents=True)
+    tune_rows = [{"training_iteration": i, "epoch": i, "val/score": 0.1 * i} for i in (2, 3)]
+    record_rows = [{"epoch": i, "val/score": 0.1 * i + (0.05 if i == 1 else 0.0)} for i in (1, 2, 3)]
+    (folder / RESULT_FILE).write_text("".join(json.dumps(r) + "\n" for r in tune_rows))
+    (folder / EPOCH_RECORD_FILE).write_text("".join(json.dumps(r) + "\n" for r in record_rows))
+    state = {"trial_data": [[_trial("a", "TERMINATED", {"lr": 0.1}, "trial_a"), json.dumps({})]]}
+    (root / "experiment_state-2026-01-02_00-00-00.json").write_text(json.dumps(state))
+    space = load_space(str(SYNTHETIC), data=str(tmp_path), sets=["budget.epochs=3"])
+    (record,) = read_trials(str(root), space)
+    assert [row["epoch"] for row in record.history] == [1, 2, 3]
+    assert [row["training_iteration"] for row in record.history] == [1, 2, 3]
+    assert [row["val/score"] for row in record.history] == pytest.approx([0.15, 0.2, 0.3])
     assert record.outcome == "completed"
