@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import signal
 import sys
@@ -41,6 +40,7 @@ from cluster_stack import Service, Stack, as_mlflow_user, wait_for
 from helpers import REPO, epoch_steps, mlflow_client, search_tree, synthetic_space_file
 from mlflow_services import status_of
 
+from hemotune.offline import temporary_env
 from hemotune.results import TrialRecord, read_trials
 from hemotune.spaces import load_space
 
@@ -214,17 +214,8 @@ def hemotune_records(stack: Stack, prefix: str, space: Path) -> dict[str, TrialR
     What ``hemotune sync``, the ranking and the report use: where a killed driver (or head)
     left a ``result.json`` without some epochs, the trial's ``hemotune_epochs.jsonl`` has them.
     """
-    endpoint = {k: v for k, v in stack.env.items() if k.startswith("AWS_")}
-    saved = {k: os.environ.get(k) for k in endpoint}
-    os.environ.update(endpoint)
-    try:
+    with temporary_env({k: v for k, v in stack.env.items() if k.startswith("AWS_")}):
         records = read_trials(f"s3://{stack.bucket}/{prefix}", load_space(str(space), check_data=False))
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     return {r.trial_id: r for r in records}
 
 
