@@ -161,7 +161,6 @@ def test_the_head_lost_mid_search_a_new_head_resumes_and_sync_rebuilds_the_tree(
     for trial, rows in after.items():
         assert {int(r["epoch"]) for r in rows} <= set(range(1, EPOCHS + 1)), (trial, rows)
         assert [int(r["epoch"]) for r in records[trial].history] == list(range(1, EPOCHS + 1)), trial
-        assert records[trial].status == "TERMINATED", trial
     for trial in finished:  # not re-run: every row predates the resume
         assert after[trial] == before[trial], trial
         assert all(float(r["timestamp"]) < began for r in after[trial]), f"{trial} was re-run"

@@ -54,6 +54,16 @@ def _experiment(root: Path) -> Path:
     return root
 
 
+def _one_finished_trial(root: Path, files: dict[str, list[dict[str, Any]]]) -> None:
+    """An experiment of one TERMINATED trial ``a`` whose folder holds ``files`` (name -> JSON lines)."""
+    folder = root / "trial_a"
+    folder.mkdir(parents=True)
+    for name, rows in files.items():
+        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    state = {"trial_data": [[_trial("a", "TERMINATED", {"lr": 0.1}, "trial_a"), json.dumps({})]]}
+    (root / "experiment_state-2026-01-02_00-00-00.json").write_text(json.dumps(state))
+
+
 def test_trials_histories_and_errors_are_read_from_the_newest_snapshot(tmp_path: Path) -> None:
     space = load_space(str(SYNTHETIC), data=str(tmp_path), sets=["budget.epochs=4"])
     records = {r.trial_id: r for r in read_trials(str(_experiment(tmp_path / "exp")), space)}
@@ -82,13 +92,9 @@ def test_ranking_uses_each_trials_best_epoch(tmp_path: Path) -> None:
 def test_epochs_a_restored_trial_reported_again_count_once_as_in_mlflow(tmp_path: Path) -> None:
     """Tune appends to result.json: a trial restored from an older checkpoint reports epochs again."""
     root = tmp_path / "exp"
-    folder = root / "trial_a"
-    folder.mkdir(parents=True)
     lost = [{"training_iteration": i, "epoch": i, "val/score": 0.1 * i} for i in range(1, 6)]
     redone = [{"training_iteration": i, "epoch": i, "val/score": 0.1 * i + 0.01} for i in range(4, 9)]
-    (folder / "result.json").write_text("".join(json.dumps(r) + "\n" for r in lost + redone))
-    state = {"trial_data": [[_trial("a", "TERMINATED", {"lr": 0.1}, "trial_a"), json.dumps({})]]}
-    (root / "experiment_state-2026-01-02_00-00-00.json").write_text(json.dumps(state))
+    _one_finished_trial(root, {RESULT_FILE: lost + redone})
     space = load_space(str(SYNTHETIC), data=str(tmp_path), sets=["budget.epochs=8"])
     (record,) = read_trials(str(root), space)
     assert [row["training_iteration"] for row in record.history] == list(range(1, 9))
@@ -104,14 +110,9 @@ def test_epochs_lost_from_the_start_of_result_json_come_from_the_trials_own_reco
     file from the restore on. The trial's ``hemotune_epochs.jsonl`` holds epoch 1.
     """
     root = tmp_path / "exp"
-    folder = root / "trial_a"
-    folder.mkdir(parents=True)
     tune_rows = [{"training_iteration": i, "epoch": i, "val/score": 0.1 * i} for i in (2, 3)]
     record_rows = [{"epoch": i, "val/score": 0.1 * i + (0.05 if i == 1 else 0.0)} for i in (1, 2, 3)]
-    (folder / RESULT_FILE).write_text("".join(json.dumps(r) + "\n" for r in tune_rows))
-    (folder / EPOCH_RECORD_FILE).write_text("".join(json.dumps(r) + "\n" for r in record_rows))
-    state = {"trial_data": [[_trial("a", "TERMINATED", {"lr": 0.1}, "trial_a"), json.dumps({})]]}
-    (root / "experiment_state-2026-01-02_00-00-00.json").write_text(json.dumps(state))
+    _one_finished_trial(root, {RESULT_FILE: tune_rows, EPOCH_RECORD_FILE: record_rows})
     space = load_space(str(SYNTHETIC), data=str(tmp_path), sets=["budget.epochs=3"])
     (record,) = read_trials(str(root), space)
     assert [row["epoch"] for row in record.history] == [1, 2, 3]
